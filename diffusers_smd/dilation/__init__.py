@@ -1,0 +1,3 @@
+"""dilation (to be filled)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""etsdm (to be filled)."""
+
+__all__: list[str] = []

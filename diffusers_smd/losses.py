@@ -1,0 +1,3 @@
+"""losses (to be filled)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""mixture (to be filled)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""models (to be filled)."""
+
+__all__: list[str] = []

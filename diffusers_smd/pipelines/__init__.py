@@ -1,0 +1,3 @@
+"""pipelines (to be filled)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""schedulers (to be filled)."""
+
+__all__: list[str] = []
