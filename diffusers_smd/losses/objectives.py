@@ -16,6 +16,7 @@ import torch
 from diffusers.training_utils import compute_snr
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..models.introspection import accepts_mixture_noise
 from .gaussian_steps import (
     PREDICTION_TYPES,
     gaussian_posterior_coefficients,
@@ -74,14 +75,6 @@ def _condition_timesteps(noise_scheduler: Any, timesteps: torch.Tensor) -> torch
     if hasattr(noise_scheduler, "condition_timesteps"):
         return torch.as_tensor(noise_scheduler.condition_timesteps(timesteps), device=timesteps.device)
     return timesteps
-
-
-def _accepts_mixture_noise(model: Any) -> bool:
-    try:
-        parameters = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-    return "mixture_noise" in parameters and "generator" in parameters
 
 
 def _expand_like(values: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -186,7 +179,7 @@ class DiffusionObjective:
         return prediction
 
     def _mixture_kwargs(self, model, generator) -> dict:
-        if generator is not None and _accepts_mixture_noise(model):
+        if generator is not None and accepts_mixture_noise(model):
             return {"generator": generator}
         return {}
 
@@ -257,7 +250,7 @@ class SMDObjective(VanillaObjective):
 
     def _check_call(self, model, noise_scheduler, clean_batch, conditioning) -> None:
         super()._check_call(model, noise_scheduler, clean_batch, conditioning)
-        if not _accepts_mixture_noise(model):
+        if not accepts_mixture_noise(model):
             raise TypeError(
                 f"objective {self.name!r} needs an SMD model whose forward accepts `mixture_noise` and "
                 f"`generator` (SMDUNet2DModel, SMDUNet2DConditionModel, SMDVectorModel), got {type(model).__name__}"
