@@ -360,7 +360,7 @@ def compute_fid(
     pytorch-fid``) and its Inception weights are already in ``torch.hub.get_dir()/checkpoints`` (or given
     by ``weights_path``); otherwise raises ImportError / FileNotFoundError saying what to install or
     download, before doing any work. Images as in :func:`prepare_digits_images` (grey inputs are repeated
-    to RGB); the library resizes them to 299x299. Use thousands of images per set for meaningful values.
+    to RGB; a PIL list must share one size); the library resizes them to 299x299. Use thousands of images per set for meaningful values.
     """
     name = _find_fid_backend(backend)
     path = _fid_weights_path(name, weights_path)
