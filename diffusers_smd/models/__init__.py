@@ -7,6 +7,7 @@ its public names are collected below.
 import types as _types
 
 from .introspection import *  # noqa: F403
+from .smd_vector import *  # noqa: F403
 
 
 def _collect_public_names(namespace: dict) -> list[str]:
