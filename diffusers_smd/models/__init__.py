@@ -10,6 +10,7 @@ from .identifier import *  # noqa: F403
 from .introspection import *  # noqa: F403
 from .smd_unet_2d import *  # noqa: F403
 from .smd_unet_2d_condition import *  # noqa: F403
+from .smd_vector import *  # noqa: F403
 
 
 def _collect_public_names(namespace: dict) -> list[str]:
