@@ -243,3 +243,36 @@ def test_summary_means_and_relative_change_by_hand():
     vanilla, etsdm = rows
     assert vanilla["mean"] == 12.0 and vanilla["std"] == pytest.approx(2**0.5 * 2)
     assert etsdm["mean"] == 7.5 and etsdm["relative_change_vs_vanilla"] == pytest.approx(-0.375)
+
+
+def test_work_dir_refuses_results_of_other_settings(tmp_path):
+    config = _quick(tmp_path)
+    work_dir = Path(config["work_dir"])
+    store.check_work_dir_settings(config, work_dir)  # records
+    more_workers = evidence_config.deep_merge(config, {"workers": 3, "seeds": [0, 1, 2]})
+    store.check_work_dir_settings(more_workers, work_dir)  # execution settings and extra seeds are fine
+    longer = evidence_config.deep_merge(config, {"training": {"steps": 7}})
+    with pytest.raises(ValueError, match=r"changed: \['training'\]"):
+        store.check_work_dir_settings(longer, work_dir)
+
+
+def test_train_smd_flags_are_accepted_by_the_training_script(tmp_path):
+    from benchmarks.evidence.script_training import TRAIN_SMD_SCRIPT, train_smd_arguments
+    from diffusers_smd.training_config import parse_args
+
+    assert TRAIN_SMD_SCRIPT.is_file()
+    config = evidence_config.load_config(CPU_CONFIG)
+    (tmp_path / "unet").mkdir()
+    for name, spec in config["models"].items():
+        args = parse_args(train_smd_arguments(config, name, 2, tmp_path / "out", tmp_path / "unet"))
+        assert args.objective == ("smd" if spec["smd"] else "vanilla") and bool(args.etsdm) == spec["etsdm"]
+        training = config["training"]
+        assert (args.seed, args.max_train_steps, args.train_batch_size) == (2, training["steps"], training["batch_size"])
+        assert args.learning_rate == training["learning_rate"] and args.ema_max_decay == training["ema_max_decay"]
+        assert args.resolution == config["data"]["resolution"] and args.num_channels == 1 and args.use_ema
+        assert args.resume_from_checkpoint == "latest" and args.dataset_name == "digits"
+        if spec["etsdm"]:
+            assert (args.etsdm_threshold, args.etsdm_intervals) == (100, 5)  # the paper's t~ and n
+    gpu = evidence_config.load_config(GPU_CONFIG)
+    args = parse_args(train_smd_arguments(gpu, "smd_etsdm", 0, tmp_path / "out", tmp_path / "unet"))
+    assert args.dataset_name == "uoft-cs/cifar10" and args.image_column == "img" and args.smd_latent_dim == 100

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SAMPLER_NAMES", "METRICS", "load_config", "validate_config", "deep_merge", "sampler_cells"]
+__all__ = ["SAMPLER_NAMES", "METRICS", "TRAINERS", "load_config", "validate_config", "deep_merge", "sampler_cells"]
 
 #: Samplers of the benchmark: DDIM (eta 0), DPM-Solver++ (2nd order, multistep), DDPM ancestral.
 SAMPLER_NAMES = ("ddim", "dpmsolver++", "ddpm")
@@ -22,15 +22,17 @@ METRICS = ("digits", "fid")
 _TOP_KEYS = {
     "data", "metric", "device", "threads_per_worker", "workers", "seeds", "models", "smd_objective",
     "unet", "smd", "noise_schedule", "etsdm", "training", "sampling", "lipschitz", "grids",
-    "output_dir", "work_dir", "quick",
+    "output_dir", "work_dir", "quick", "trainer", "train_smd_launcher",
 }  # fmt: skip
+#: "local": the driver's own loop (benchmarks/evidence/training.py); "train_smd": training/train_smd.py.
+TRAINERS = ("local", "train_smd")
 _SECTION_KEYS = {
     "data": {"dataset", "resolution", "channels", "train_split", "heldout_split", "image_column", "data_dir",
              "max_train_images"},
     "noise_schedule": {"num_train_timesteps", "beta_schedule", "prediction_type"},
     "etsdm": {"threshold", "intervals"},
     "training": {"steps", "batch_size", "learning_rate", "lr_scheduler", "lr_warmup_steps", "ema_max_decay",
-                 "ema_power", "grad_clip", "weight_decay"},
+                 "ema_power", "grad_clip", "weight_decay", "checkpointing_steps"},
     "sampling": {"num_samples", "batch_size", "samplers"},
     "lipschitz": {"models", "seeds", "t_max", "dt", "num_samples"},
     "grids": {"cells", "seed", "count"},
@@ -104,7 +106,7 @@ def validate_config(config: dict) -> None:
     unknown = sorted(set(config) - _TOP_KEYS - {"profile", "config_file"})
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; allowed: {sorted(_TOP_KEYS)}")
-    required = _TOP_KEYS - {"quick", "grids", "lipschitz", "smd"}
+    required = _TOP_KEYS - {"quick", "grids", "lipschitz", "smd", "trainer", "train_smd_launcher"}
     missing = sorted(k for k in required if k not in config)
     if missing:
         raise ValueError(f"config is missing keys {missing}")
@@ -118,6 +120,11 @@ def validate_config(config: dict) -> None:
         if extra:
             raise ValueError(f"unknown keys {extra} in `{section}`; allowed: {sorted(allowed)}")
 
+    if config.get("trainer", "local") not in TRAINERS:
+        raise ValueError(f"trainer must be one of {TRAINERS}, got {config.get('trainer')!r}")
+    launcher = config.get("train_smd_launcher")
+    if launcher is not None and (not isinstance(launcher, list) or not all(isinstance(a, str) for a in launcher)):
+        raise ValueError(f"train_smd_launcher must be a list of strings (e.g. [accelerate, launch]), got {launcher!r}")
     if config["metric"] not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {config['metric']!r}")
     if config["metric"] == "digits" and config["data"].get("dataset") != "digits":

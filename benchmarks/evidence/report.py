@@ -169,6 +169,13 @@ def markdown_tables(results: dict) -> str:
                 text += f" [{row['num_seeds']} seed{'s' if row['num_seeds'] > 1 else ''}]"
             cells.append(text)
         lines.append(f"| {_label(sampler, steps)} | " + " | ".join(cells) + " |")
+    floor = results.get("real_data_floor")
+    if floor:
+        lines += [
+            "",
+            f"Real-data floor at this count: {floor['num_samples']} random real train images vs the held-out ones "
+            f"score {_fmt(floor['mean'])} ± {_fmt(floor['std'])} ({floor['draws']} draws).",
+        ]
     if "class_tv_mean" in first:
         lines += ["", "**Mode coverage**: total-variation distance between the classifier's class histogram of the "
                   "generated digits and that of the held-out digits (0 = same class frequencies, 1 = disjoint), "

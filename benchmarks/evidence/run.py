@@ -36,7 +36,13 @@ from benchmarks.evidence.report import (  # noqa: E402
     plot_sample_grids,
     replace_marked_block,
 )
-from benchmarks.evidence.store import clear_claims, plan_units, unit_done, write_json_atomic  # noqa: E402
+from benchmarks.evidence.store import (  # noqa: E402
+    check_work_dir_settings,
+    clear_claims,
+    plan_units,
+    unit_done,
+    write_json_atomic,
+)
 
 RESULTS_NAME = "evidence_results.json"
 
@@ -126,6 +132,7 @@ def main(argv=None) -> None:
         _write_tables(results, output_dir, args.readme)
         return
 
+    check_work_dir_settings(config, work_dir)
     units = plan_units(config)
     pending = [u for u in units if not unit_done(u, work_dir)]
     _log(f"{len(units)} units, {len(units) - len(pending)} already finished, {len(pending)} to run")
@@ -142,6 +149,9 @@ def main(argv=None) -> None:
     wall_clock = _record_invocation(work_dir, time.perf_counter() - started, len(pending))
 
     results = aggregate(config, work_dir, wall_clock_seconds=wall_clock or None)
+    from benchmarks.evidence.worker import real_data_floor
+
+    results["real_data_floor"] = real_data_floor(config)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output_dir / RESULTS_NAME, results)
     if config.get("lipschitz"):

@@ -31,6 +31,8 @@ __all__ = [
     "try_claim",
     "clear_claims",
     "next_unit",
+    "results_defining_settings",
+    "check_work_dir_settings",
 ]
 
 
@@ -168,3 +170,44 @@ def next_unit(units: list[Unit], work_dir: Path) -> tuple[Unit | None, bool]:
             return unit, False
         waiting = True
     return None, waiting
+
+
+def results_defining_settings(config: dict) -> dict:
+    """The settings a unit's result depends on (not: workers, threads, seeds/samplers lists, output paths)."""
+    lipschitz = config.get("lipschitz") or {}
+    return {
+        "data": config["data"],
+        "metric": config["metric"],
+        "device": config["device"],
+        "models": config["models"],
+        "smd_objective": config["smd_objective"],
+        "unet": config["unet"],
+        "smd": config.get("smd"),
+        "noise_schedule": config["noise_schedule"],
+        "etsdm": config["etsdm"],
+        "training": config["training"],
+        "trainer": config.get("trainer", "local"),
+        "num_samples": config["sampling"]["num_samples"],
+        "lipschitz": {key: lipschitz.get(key) for key in ("t_max", "dt", "num_samples")},
+        "grid_count": (config.get("grids") or {}).get("count"),
+    }
+
+
+def check_work_dir_settings(config: dict, work_dir: Path) -> None:
+    """Refuse to resume into a work folder whose results came from different settings.
+
+    The first run records :func:`results_defining_settings` in ``work_dir/settings.json``; a later run
+    with other values raises ValueError naming the keys (finished units would otherwise mix settings).
+    """
+    path = work_dir / "settings.json"
+    current = json.loads(json.dumps(results_defining_settings(config)))
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        changed = sorted(key for key in set(recorded) | set(current) if recorded.get(key) != current.get(key))
+        if changed:
+            raise ValueError(
+                f"work_dir {work_dir} holds results of other settings (changed: {changed}); use another "
+                "work_dir or remove that folder to start over"
+            )
+    else:
+        write_json_atomic(path, current)

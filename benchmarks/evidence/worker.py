@@ -18,7 +18,7 @@ from .sampling import generate, make_sampling_scheduler
 from .store import Unit, next_unit, plan_units, write_json_atomic, write_npy_atomic
 from .training import load_trained, train_unit
 
-__all__ = ["run_unit", "worker_loop", "score_images", "to_uint8"]
+__all__ = ["run_unit", "worker_loop", "score_images", "real_data_floor", "to_uint8"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -61,6 +61,29 @@ def score_images(config: dict, generated: torch.Tensor) -> dict:
     from diffusers_smd.metrics import compute_fid
 
     return {"fid": compute_fid(generated, reference, device=config["device"])}
+
+
+def real_data_floor(config: dict, draws: int = 5) -> dict:
+    """The metric of REAL images: ``num_samples`` random train images vs the held-out reference.
+
+    The best value a perfect generator can expect at this sample count (the Frechet distance is biased
+    upward for small counts); ``draws`` random subsets with fixed seeds, mean and standard deviation.
+    """
+    train = _images(config, "train")
+    count = config["sampling"]["num_samples"]
+    key = "fdd" if config["metric"] == "digits" else "fid"
+    values = []
+    for draw in range(draws):
+        index = torch.randperm(len(train), generator=torch.Generator().manual_seed(draw))[:count]
+        values.append(score_images(config, train[index])[key])
+    mean = float(np.mean(values))
+    return {
+        "metric": key,
+        "num_samples": count,
+        "draws": draws,
+        "mean": mean,
+        "std": float(np.std(values, ddof=1)),
+    }
 
 
 def _model_folder(work_dir: Path, unit: Unit) -> Path:
@@ -144,7 +167,11 @@ def _run_lipschitz(config: dict, unit: Unit, work_dir: Path) -> None:
 
 def run_unit(config: dict, unit: Unit, work_dir: Path) -> None:
     """Do ``unit`` and write its result file (atomically)."""
-    if unit.kind == "train":
+    if unit.kind == "train" and config.get("trainer", "local") == "train_smd":
+        from .script_training import train_unit_with_script
+
+        train_unit_with_script(config, unit.model, unit.seed, _model_folder(work_dir, unit), work_dir)
+    elif unit.kind == "train":
         train_unit(config, unit.model, unit.seed, _images(config, "train"), _model_folder(work_dir, unit))
     elif unit.kind == "sample":
         _run_sample(config, unit, work_dir)
