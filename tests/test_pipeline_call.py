@@ -13,10 +13,17 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-from diffusers_smd import SMDPipeline
-from tests.pipeline_testing import NUM_TRAIN_TIMESTEPS, ddpm_scheduler, seeded, tiny_unet
+from diffusers_smd import (
+    ETSDMDDIMScheduler,
+    ETSDMDDPMScheduler,
+    ETSDMDPMSolverMultistepScheduler,
+    SMDPipeline,
+    share_timesteps,
+)
+from diffusers_smd.models import accepts_mixture_noise
+from tests.pipeline_testing import NUM_TRAIN_TIMESTEPS, ddpm_scheduler, mixture_unet, seeded, tiny_unet
 
-STOCK_SCHEDULERS = {
+SCHEDULERS = {
     "ddpm": lambda: ddpm_scheduler(),
     "ddim": lambda: DDIMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS),
     "dpmsolver++": lambda: DPMSolverMultistepScheduler(
@@ -24,6 +31,11 @@ STOCK_SCHEDULERS = {
     ),
     "unipc": lambda: UniPCMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS),
     "euler": lambda: EulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS),
+    "etsdm-ddpm": lambda: ETSDMDDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, etsdm_threshold=50),
+    "etsdm-ddim": lambda: ETSDMDDIMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, etsdm_threshold=50),
+    "etsdm-dpmsolver++": lambda: ETSDMDPMSolverMultistepScheduler(
+        num_train_timesteps=NUM_TRAIN_TIMESTEPS, algorithm_type="dpmsolver++", etsdm_threshold=50
+    ),
 }
 
 
@@ -82,9 +94,33 @@ def test_respects_init_noise_sigma_and_scale_model_input():
     torch.testing.assert_close(ours.images, (x / 2 + 0.5).clamp(0, 1), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("name", sorted(STOCK_SCHEDULERS))
+def test_etsdm_conditions_the_network_on_shared_timesteps_and_steps_on_the_real_grid():
+    """Reference: plain DDIM stepping on the real t, the network called at share_timesteps(t) (E-TSDM rule)."""
+    unet = tiny_unet()
+    scheduler = ETSDMDDIMScheduler(
+        num_train_timesteps=NUM_TRAIN_TIMESTEPS, etsdm_threshold=50, etsdm_intervals=2
+    )
+    seen = []
+    unet.register_forward_pre_hook(lambda module, args: seen.append(int(args[1])))
+    ours = make_pipe(scheduler, unet)(
+        batch_size=2, num_inference_steps=10, generator=seeded(2), output_type="pt"
+    )
+
+    reference_scheduler = DDIMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS)
+    reference_scheduler.set_timesteps(10)
+    real = reference_scheduler.timesteps
+    conditions = [int(share_timesteps(int(t), 50, 2)) for t in real]
+    assert seen == conditions and conditions != real.tolist()  # e.g. 40 -> 25, 20 -> 0
+    x = torch.randn((2, 1, 8, 8), generator=seeded(2))
+    with torch.no_grad():
+        for t, condition in zip(real, conditions):
+            x = reference_scheduler.step(unet(x, condition).sample, t, x).prev_sample
+    torch.testing.assert_close(ours.images, (x / 2 + 0.5).clamp(0, 1), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
 def test_each_scheduler_is_reproducible_per_seed(name):
-    pipe = make_pipe(STOCK_SCHEDULERS[name]())
+    pipe = make_pipe(SCHEDULERS[name]())
     first = pipe(batch_size=2, num_inference_steps=4, generator=seeded(0), output_type="np").images
     again = pipe(batch_size=2, num_inference_steps=4, generator=seeded(0), output_type="np").images
     other = pipe(batch_size=2, num_inference_steps=4, generator=seeded(1), output_type="np").images
@@ -200,3 +236,29 @@ def test_missing_or_wrong_components_are_rejected():
         SMDPipeline(unet=torch.nn.Conv2d(1, 1, 1), scheduler=scheduler)
     with pytest.raises(ValueError, match="scheduler"):
         SMDPipeline(unet=unet, scheduler="ddpm")
+
+
+def test_mixture_noise_comes_from_the_call_generator_and_changes_the_result():
+    pipe = make_pipe(DDIMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS), mixture_unet())
+    assert accepts_mixture_noise(pipe.unet)
+    kwargs = {"batch_size": 2, "num_inference_steps": 4, "output_type": "np"}
+    torch.manual_seed(123)
+    first = pipe(generator=seeded(0), **kwargs).images
+    torch.manual_seed(456)  # the global RNG must play no part
+    again = pipe(generator=seeded(0), **kwargs).images
+    np.testing.assert_array_equal(first, again)
+    plain = make_pipe(DDIMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS), tiny_unet())
+    without_mixture = plain(generator=seeded(0), **kwargs).images
+    assert (
+        np.abs(first - without_mixture).max() > 1e-3
+    )  # eta reached the model (DDIM itself is deterministic)
+
+
+def test_a_generator_list_draws_mixture_noise_per_example():
+    pipe = make_pipe(unet=mixture_unet())
+    batch = pipe(
+        batch_size=2, num_inference_steps=4, generator=[seeded(21), seeded(22)], output_type="np"
+    ).images
+    for index, seed in enumerate((21, 22)):
+        alone = pipe(batch_size=1, num_inference_steps=4, generator=seeded(seed), output_type="np").images
+        np.testing.assert_allclose(batch[index], alone[0], atol=1e-5)

@@ -1,10 +1,10 @@
 """Every way a user loads a saved SMDPipeline, each import state in its own fresh Python process.
 
-The parent saves a pipeline, a loaded-then-saved copy and a scheduler-swapped copy, stores them also
-as Hub repos in a real Hub cache layout (tests/hub_cache.py), and records reference images. Three
-child processes then load them: with ``import diffusers_smd`` (path 1, 3, 4), with
-``trust_remote_code=True`` and no import (path 2, for folders and repo ids), and with neither (the
-error). Images must match the parent's bit for bit (same seed, same numbers).
+The parent saves a pipeline, a loaded-then-saved copy and a scheduler-swapped copy, stores two of
+them also as Hub repos in a real Hub cache layout (tests/hub_cache.py), and records reference images.
+Two child processes then load them: one with ``import diffusers_smd`` (paths 1, 3, 4, 5), one that
+never imports it (first without ``trust_remote_code``: the error; then path 2 with it, for folders
+and repo ids). Images must match the parent's bit for bit (same seed, same numbers).
 """
 
 import json
@@ -15,12 +15,17 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler, DiffusionPipeline
+from diffusers import DDPMScheduler, DiffusionPipeline
 
-from diffusers_smd import SMDPipeline
+from diffusers_smd import ETSDMDPMSolverMultistepScheduler, SMDPipeline, write_loading_shims
 from tests.hub_cache import build_hub_cache
 from tests.pipeline_testing import ddpm_scheduler, seeded, tiny_unet
 
+EXPECTED_SCHEDULER = {
+    "saved": "DDPMScheduler",
+    "resaved": "DDPMScheduler",
+    "swapped": "ETSDMDPMSolverMultistepScheduler",
+}
 CALL = {"batch_size": 2, "num_inference_steps": 3, "output_type": "np"}
 SEED = 0
 
@@ -42,7 +47,7 @@ def saved(tmp_path_factory):
     reloaded.save_pretrained(root / "resaved")
     references["resaved"] = generate(reloaded)
 
-    reloaded.scheduler = DDIMScheduler.from_config(reloaded.scheduler.config)
+    reloaded.scheduler = ETSDMDPMSolverMultistepScheduler.from_config(reloaded.scheduler.config)
     references["swapped"] = generate(reloaded)
     reloaded.save_pretrained(root / "swapped")
 
@@ -52,26 +57,6 @@ def saved(tmp_path_factory):
     for name, images in references.items():
         np.save(root / f"{name}.npy", images)
     return root
-
-
-def run_child(saved, env, code: str) -> dict:
-    env = {
-        **env,
-        "HF_HUB_CACHE": str(saved / "hub"),
-        "HF_MODULES_CACHE": str(saved / "modules"),
-        "HF_HOME": str(saved / "hf_home"),
-    }
-    prelude = f"import json, sys, numpy as np, torch\nROOT = {str(saved)!r}\nCALL = {CALL!r}\n"
-    result = subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        env=env,
-        cwd=saved,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 GENERATE = """
@@ -84,101 +69,164 @@ def matches(pipe, name):
 """
 
 
-def test_with_the_import_plain_diffusers_loading_returns_smd_pipelines(saved, subprocess_env):
-    """Paths 1 (folders), 3 (repo ids through the download path), 4 (SMDPipeline with torch_dtype), 5."""
-    report = run_child(
-        saved,
-        subprocess_env,
-        GENERATE
-        + """
+CHILD_SCRIPTS = {
+    "imported": """
 import diffusers_smd
 from diffusers import DiffusionPipeline
-out = {}
+out = {"loaded": {}}
 for source, name in [(f"{ROOT}/saved", "saved"), (f"{ROOT}/resaved", "resaved"), (f"{ROOT}/swapped", "swapped"),
                      ("user/saved", "saved"), ("user/swapped", "swapped")]:
     pipe = DiffusionPipeline.from_pretrained(source)
-    out[source] = [type(pipe).__module__, type(pipe).__name__, type(pipe.scheduler).__name__, matches(pipe, name)]
+    out["loaded"][source] = [type(pipe).__module__, type(pipe).__name__, type(pipe.scheduler).__name__, matches(pipe, name)]
 half = diffusers_smd.SMDPipeline.from_pretrained(f"{ROOT}/saved", torch_dtype=torch.float16)
 full = diffusers_smd.SMDPipeline.from_pretrained(f"{ROOT}/saved")
 out["dtype"] = [str(half.unet.dtype), type(half).__name__,
                 all(torch.equal(a, b.half()) for a, b in zip(half.unet.parameters(), full.unet.parameters()))]
 print(json.dumps(out))
 """,
-    )
-    expected_scheduler = {"saved": "DDPMScheduler", "resaved": "DDPMScheduler", "swapped": "DDIMScheduler"}
-    for source, (module, cls, scheduler, same_images) in ((k, v) for k, v in report.items() if k != "dtype"):
-        name = source.rsplit("/", 1)[-1]
-        assert (module, cls) == ("diffusers_smd", "SMDPipeline"), source
-        assert scheduler == expected_scheduler[name], source
-        assert same_images, source
-    assert report["dtype"] == ["torch.float16", "SMDPipeline", True]
-
-
-def test_with_trust_remote_code_and_no_import_the_shims_load_the_installed_package(saved, subprocess_env):
-    """Path 2, for folders and for a repo id."""
-    report = run_child(
-        saved,
-        subprocess_env,
-        GENERATE
-        + """
+    "not_imported": """
 # diffusers' remote-code loader asks the Hub for the commit hash even when every file is cached; answer that
 # one call from the cache's refs/main (everything else goes through diffusers unchanged, offline).
 import diffusers.utils.dynamic_modules_utils as dynamic_modules
 class CachedInfo:
-    sha = open(f"{ROOT}/hub/models--user--saved/refs/main").read()
-dynamic_modules.model_info = lambda *args, **kwargs: CachedInfo
+    def __init__(self, repo_id, **kwargs):
+        self.sha = open(f"{ROOT}/hub/models--{repo_id.replace('/', '--')}/refs/main").read()
+dynamic_modules.model_info = CachedInfo
 from diffusers import DiffusionPipeline
-assert "diffusers_smd" not in sys.modules
-out = {}
-for source, name in [(f"{ROOT}/saved", "saved"), (f"{ROOT}/resaved", "resaved"), (f"{ROOT}/swapped", "swapped"),
-                     ("user/saved", "saved")]:
-    pipe = DiffusionPipeline.from_pretrained(source, trust_remote_code=True)
-    out[source] = [type(pipe).__module__, type(pipe).__name__, type(pipe.scheduler).__name__, matches(pipe, name)]
-out["package_from"] = sys.modules["diffusers_smd"].__file__
-print(json.dumps(out))
-""",
-    )
-    import diffusers_smd
-
-    assert report.pop("package_from") == diffusers_smd.__file__  # the installed package, not a copy
-    for source, (module, cls, _, same_images) in report.items():
-        assert (module, cls) == ("diffusers_smd", "SMDPipeline"), source
-        assert same_images, source
-    assert report[f"{saved}/swapped"][2] == "DDIMScheduler"
-
-
-def test_without_import_or_flag_the_error_names_both_ways(saved, subprocess_env):
-    report = run_child(
-        saved,
-        subprocess_env,
-        """
-from diffusers import DiffusionPipeline
-out = {}
+errors = {}
 for source in [f"{ROOT}/saved", "user/saved"]:
     try:
         DiffusionPipeline.from_pretrained(source)
-        out[source] = "loaded"
+        errors[source] = "loaded"
     except ValueError as error:
-        out[source] = str(error)
-out["imported"] = "diffusers_smd" in sys.modules
-print(json.dumps(out))
+        errors[source] = str(error)
+imported_after_errors = "diffusers_smd" in sys.modules
+loaded = {}
+for source, name in [(f"{ROOT}/saved", "saved"), (f"{ROOT}/resaved", "resaved"), (f"{ROOT}/swapped", "swapped"),
+                     ("user/saved", "saved"), ("user/swapped", "swapped")]:
+    pipe = DiffusionPipeline.from_pretrained(source, trust_remote_code=True)
+    loaded[source] = [type(pipe).__module__, type(pipe).__name__, type(pipe.scheduler).__name__, matches(pipe, name)]
+print(json.dumps({"errors": errors, "imported_after_errors": imported_after_errors, "loaded": loaded,
+                  "package_from": sys.modules["diffusers_smd"].__file__}))
 """,
+}
+
+
+def _launch(saved, env, name: str, code: str) -> subprocess.Popen:
+    env = {
+        **env,
+        "HF_HUB_CACHE": str(saved / "hub"),
+        "HF_MODULES_CACHE": str(saved / f"modules_{name}"),
+        "HF_HOME": str(saved / f"hf_home_{name}"),
+    }
+    prelude = f"import json, sys, numpy as np, torch\nROOT = {str(saved)!r}\nCALL = {CALL!r}\n"
+    return subprocess.Popen(
+        [sys.executable, "-c", prelude + textwrap.dedent(GENERATE + code)],
+        env=env,
+        cwd=saved,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert report.pop("imported") is False  # nothing from the folder ran
+
+
+def test_fresh_processes_load_by_every_path(saved, subprocess_env):
+    """Both import states at once, in two fresh processes started together (their imports overlap)."""
+    children = {name: _launch(saved, subprocess_env, name, code) for name, code in CHILD_SCRIPTS.items()}
+    reports = {}
+    for name, child in children.items():
+        stdout, stderr = child.communicate(timeout=400)
+        assert child.returncode == 0, f"{name}: {stderr[-3000:]}"
+        reports[name] = json.loads(stdout.strip().splitlines()[-1])
+    check_imported_report(reports["imported"])
+    check_not_imported_report(reports["not_imported"], saved)
+
+
+def check_loaded(loaded: dict) -> None:
+    assert len(loaded) == 5
+    for source, (module, cls, scheduler, same_images) in loaded.items():
+        assert (module, cls) == ("diffusers_smd", "SMDPipeline"), source
+        assert scheduler == EXPECTED_SCHEDULER[source.rsplit("/", 1)[-1]], source
+        assert same_images, source
+
+
+def check_imported_report(report: dict) -> None:
+    """With ``import diffusers_smd``: paths 1 (folders), 3 (repo ids), 4 (SMDPipeline with torch_dtype), 5."""
+    assert report["dtype"] == ["torch.float16", "SMDPipeline", True]
+    check_loaded(report["loaded"])
+
+
+def check_not_imported_report(report: dict, saved) -> None:
+    """No import: without the flag a clear error and nothing runs; with it (path 2) folders and repo ids load."""
+    assert report["imported_after_errors"] is False  # nothing from the folder ran
     shim = (saved / "saved" / "diffusers_smd_loader.py").read_text()
-    for source, message in report.items():
-        assert "trust_remote_code=True" in message, source
-        assert "diffusers_smd_loader.py" in message, source  # points at the shim, which says the rest
     assert "import diffusers_smd" in shim and "trust_remote_code=True" in shim
     assert "pip install diffusers-smd" in shim
+    assert len(report["errors"]) == 2
+    for source, message in report["errors"].items():
+        assert "trust_remote_code=True" in message, source
+        assert "diffusers_smd_loader.py" in message, source  # points at the shim, which names the import too
+
+    import diffusers_smd
+
+    assert report["package_from"] == diffusers_smd.__file__  # the installed package, not a copy
+    check_loaded(report["loaded"])
+
+
+def shim_imports(path):
+    return [
+        line.strip()
+        for line in path.read_text().splitlines()
+        if "import " in line and not line.startswith("#")
+    ]
 
 
 def test_saved_model_index_names_the_package_and_its_shims(saved):
     index = json.loads((saved / "saved" / "model_index.json").read_text())
     assert index["_class_name"] == ["diffusers_smd_loader", "SMDPipeline"]
-    shim = (saved / "saved" / "diffusers_smd_loader.py").read_text()
-    imports = [line.strip() for line in shim.splitlines() if "import" in line and not line.startswith("#")]
-    assert imports == ["from diffusers_smd import SMDPipeline  # noqa: F401"]
+    assert index["scheduler"] == ["diffusers", "DDPMScheduler"]
+    assert shim_imports(saved / "saved" / "diffusers_smd_loader.py") == [
+        "from diffusers_smd import SMDPipeline  # noqa: F401"
+    ]
+    assert not (saved / "saved" / "scheduler" / "diffusers_smd.py").exists()
+
+    swapped = json.loads((saved / "swapped" / "model_index.json").read_text())
+    assert swapped["scheduler"] == ["diffusers_smd", "ETSDMDPMSolverMultistepScheduler"]
+    expected = ["from diffusers_smd import ETSDMDPMSolverMultistepScheduler, SMDPipeline  # noqa: F401"]
+    assert shim_imports(saved / "swapped" / "scheduler" / "diffusers_smd.py") == expected
+    assert shim_imports(saved / "swapped" / "diffusers_smd_loader.py") == expected
+
+
+def test_write_loading_shims_is_idempotent_repairs_module_paths_and_removes_stale_shims(saved, tmp_path):
+    folder = tmp_path / "copy"
+    pipe = SMDPipeline.from_pretrained(saved / "swapped")
+    pipe.save_pretrained(folder)
+    index_path = folder / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index["scheduler"] = [
+        "diffusers_smd.schedulers.scheduling_etsdm_dpmsolver_multistep",
+        index["scheduler"][1],
+    ]
+    index_path.write_text(json.dumps(index))
+    first = write_loading_shims(folder)
+    snapshot = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert write_loading_shims(folder) == first == ["diffusers_smd_loader.py", "scheduler/diffusers_smd.py"]
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == snapshot
+    assert json.loads(index_path.read_text())["scheduler"] == [
+        "diffusers_smd",
+        "ETSDMDPMSolverMultistepScheduler",
+    ]
+
+    pipe.scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # swap back, save over the same folder
+    pipe.save_pretrained(folder)
+    assert not (folder / "scheduler" / "diffusers_smd.py").exists()
+    assert json.loads(index_path.read_text())["scheduler"] == ["diffusers", "DDPMScheduler"]
+    user_file = folder / "unet" / "diffusers_smd.py"
+    user_file.write_text("# the user's own file\n")
+    write_loading_shims(folder)
+    assert user_file.read_text() == "# the user's own file\n"  # never touches files it did not write
+    with pytest.raises(ValueError, match="folder"):
+        write_loading_shims(tmp_path / "nothing_here")
 
 
 def test_loading_a_folder_with_a_missing_component_fails_clearly(saved, tmp_path):

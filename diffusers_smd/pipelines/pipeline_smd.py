@@ -13,15 +13,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-try:
-    from ..models import accepts_mixture_noise
-except ImportError:  # until the models sub-package provides it
-
-    def accepts_mixture_noise(model: torch.nn.Module) -> bool:
-        parameters = inspect.signature(model.forward).parameters
-        return "mixture_noise" in parameters and "generator" in parameters
-
-
+from ..models import accepts_mixture_noise
 from .loading import write_loading_shims
 
 OUTPUT_TYPES = ("pil", "np", "pt")
@@ -46,8 +38,8 @@ class SMDPipeline(DiffusionPipeline):
     any diffusers scheduler (DDPM, DDIM, DPM-Solver(++), UniPC, Euler, ...) or an E-TSDM scheduler.
     With an SMD UNet (Li et al., 2024, "Soft Mixture Denoising"), a fresh mixture noise eta ~ N(0, I)
     of the sample's shape is drawn at every step from the call's ``generator``, so one seed fixes the
-    whole run. With an E-TSDM scheduler, the network is conditioned on
-    ``scheduler.condition_timesteps(t)`` while the scheduler steps with the real ``t``.
+    whole run. E-TSDM schedulers expose the condition timesteps ``f(t)`` in ``timesteps`` and step on
+    the real grid by index, so the loop is the stock one: ``unet(x, t)``, ``scheduler.step(out, t, x)``.
 
     Args:
         unet ([`UNet2DModel`] or [`SMDUNet2DModel`]): the denoiser.
@@ -248,7 +240,6 @@ class SMDPipeline(DiffusionPipeline):
         dtype = self.unet.dtype
         labels = self._prepare_class_labels(class_labels, batch_size, device)
         takes_mixture_noise = accepts_mixture_noise(self.unet)
-        conditions_on = getattr(self.scheduler, "condition_timesteps", None)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
@@ -272,8 +263,7 @@ class SMDPipeline(DiffusionPipeline):
                     model_kwargs["mixture_noise"] = randn_tensor(
                         model_input.shape, generator=generator, device=device, dtype=model_input.dtype
                     )
-                model_t = conditions_on(t) if conditions_on is not None else t
-                model_output = self.unet(model_input, model_t, **model_kwargs).sample
+                model_output = self.unet(model_input, t, **model_kwargs).sample
                 latents = self.scheduler.step(model_output, t, latents, **step_kwargs).prev_sample
 
                 if callback_on_step_end is not None:
