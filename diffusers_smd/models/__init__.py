@@ -6,7 +6,11 @@ its public names are collected below.
 
 import types as _types
 
+from .identifier import *  # noqa: F403
 from .introspection import *  # noqa: F403
+from .smd_unet_2d import *  # noqa: F403
+from .smd_unet_2d_condition import *  # noqa: F403
+from .smd_vector import *  # noqa: F403
 
 
 def _collect_public_names(namespace: dict) -> list[str]:
