@@ -15,7 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMScheduler, DiffusionPipeline
+from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline
 
 from diffusers_smd import ETSDMDPMSolverMultistepScheduler, SMDPipeline, write_loading_shims
 from tests.hub_cache import build_hub_cache
@@ -242,3 +242,18 @@ def test_loading_a_folder_with_a_missing_component_fails_clearly(saved, tmp_path
 def test_loaded_components_keep_their_dtype_and_weights(saved):
     pipe = SMDPipeline.from_pretrained(saved / "saved", torch_dtype=torch.float64)
     assert pipe.unet.dtype == torch.float64
+
+
+def test_a_plain_class_name_resolves_once_imported_and_stock_pipelines_are_untouched(saved, tmp_path):
+    plain = tmp_path / "plain_name"
+    SMDPipeline.from_pretrained(saved / "saved").save_pretrained(plain)
+    index = json.loads((plain / "model_index.json").read_text())
+    index["_class_name"] = "SMDPipeline"  # as diffusers itself writes it, without the loader shim
+    (plain / "model_index.json").write_text(json.dumps(index))
+    (plain / "diffusers_smd_loader.py").unlink()
+    assert type(DiffusionPipeline.from_pretrained(plain)) is SMDPipeline
+
+    stock = tmp_path / "stock"
+    DDPMPipeline(unet=tiny_unet(), scheduler=ddpm_scheduler()).save_pretrained(stock)
+    assert not (stock / "diffusers_smd_loader.py").exists()
+    assert type(DiffusionPipeline.from_pretrained(stock)) is DDPMPipeline
