@@ -5,7 +5,13 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusers_smd.data import TrainingImages, find_image_column, image_to_tensor, infer_num_channels, load_training_images
+from diffusers_smd.data import (
+    TrainingImages,
+    find_image_column,
+    image_to_tensor,
+    infer_num_channels,
+    load_training_images,
+)
 
 
 def striped(width, height, mode="L"):
@@ -30,7 +36,9 @@ def test_center_crop_of_a_wide_image_keeps_the_middle():
 
 def test_random_crop_stays_inside_the_image_and_depends_on_the_generator():
     crops = {
-        image_to_tensor(striped(24, 8), 8, 1, center_crop=False, generator=torch.Generator().manual_seed(s)).sum().item()
+        image_to_tensor(striped(24, 8), 8, 1, center_crop=False, generator=torch.Generator().manual_seed(s))
+        .sum()
+        .item()
         for s in range(20)
     }
     assert len(crops) > 1  # different offsets give different content

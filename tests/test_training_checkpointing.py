@@ -41,7 +41,15 @@ def make_dirs(root, *names):
 
 
 def test_list_checkpoints_sorts_numerically_and_ignores_everything_else(tmp_path):
-    make_dirs(tmp_path, "checkpoint-9", "checkpoint-10", "checkpoint-2", ".tmp-checkpoint-11", "checkpoint-x", "logs")
+    make_dirs(
+        tmp_path,
+        "checkpoint-9",
+        "checkpoint-10",
+        "checkpoint-2",
+        ".tmp-checkpoint-11",
+        "checkpoint-x",
+        "logs",
+    )
     (tmp_path / "checkpoint-12").write_text("a file, not a folder")
     names = [os.path.basename(p) for p in list_checkpoints(str(tmp_path))]
     assert names == ["checkpoint-2", "checkpoint-9", "checkpoint-10"]
@@ -57,7 +65,9 @@ def test_latest_is_the_highest_complete_checkpoint_and_none_when_empty(tmp_path)
 
 def test_resume_accepts_a_path_or_a_name_inside_output_dir(tmp_path):
     make_dirs(tmp_path, "checkpoint-5")
-    assert resolve_resume_checkpoint(str(tmp_path / "checkpoint-5"), "elsewhere") == str(tmp_path / "checkpoint-5")
+    assert resolve_resume_checkpoint(str(tmp_path / "checkpoint-5"), "elsewhere") == str(
+        tmp_path / "checkpoint-5"
+    )
     assert resolve_resume_checkpoint("checkpoint-5", str(tmp_path)) == str(tmp_path / "checkpoint-5")
 
 
@@ -83,7 +93,11 @@ def test_save_renames_into_place_then_prunes(tmp_path):
     for step in (1, 2, 3):
         save_checkpoint(accelerator, str(tmp_path), step, total_limit=2, run_state={"seed": 7})
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-2", "checkpoint-3"]
-    assert sorted(os.listdir(tmp_path / "checkpoint-3")) == ["optimizer.bin", "random_states_0.pkl", "run_state.json"]
+    assert sorted(os.listdir(tmp_path / "checkpoint-3")) == [
+        "optimizer.bin",
+        "random_states_0.pkl",
+        "run_state.json",
+    ]
     assert read_run_state(str(tmp_path / "checkpoint-3")) == {"global_step": 3, "seed": 7}
     assert read_run_state(str(tmp_path)) == {}
 
@@ -93,7 +107,9 @@ def test_interrupted_save_leaves_latest_on_the_previous_complete_checkpoint(tmp_
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(FakeAccelerator(die_after_first_file=True), str(tmp_path), 8, total_limit=1)
     assert os.path.isdir(tmp_path / ".tmp-checkpoint-8")  # the partial write is there ...
-    assert resolve_resume_checkpoint("latest", str(tmp_path)) == str(tmp_path / "checkpoint-4")  # ... and ignored
+    assert resolve_resume_checkpoint("latest", str(tmp_path)) == str(
+        tmp_path / "checkpoint-4"
+    )  # ... and ignored
     assert os.listdir(tmp_path / "checkpoint-4")  # and the good one was not pruned
     # The next save of the same step replaces the partial folder.
     save_checkpoint(FakeAccelerator(), str(tmp_path), 8, total_limit=1)
