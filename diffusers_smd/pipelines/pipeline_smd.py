@@ -54,7 +54,7 @@ class SMDPipeline(DiffusionPipeline):
         names = " or ".join(cls.__name__ for cls in SUPPORTED_UNETS)
         if unet is None:
             raise ValueError(f"`unet` is missing: SMDPipeline needs a denoiser ({names}).")
-        if not isinstance(getattr(unet, "_orig_mod", unet), SUPPORTED_UNETS):  # torch.compile keeps _orig_mod
+        if not isinstance(unet, SUPPORTED_UNETS):
             raise ValueError(f"`unet` must be a {names}; got {type(unet).__name__}.")
         if scheduler is None:
             raise ValueError(
