@@ -15,11 +15,11 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMScheduler, DiffusionPipeline
+from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline
 
 from diffusers_smd import ETSDMDPMSolverMultistepScheduler, SMDPipeline, write_loading_shims
 from tests.hub_cache import build_hub_cache
-from tests.pipeline_testing import ddpm_scheduler, seeded, tiny_unet
+from tests.pipeline_testing import ddpm_scheduler, seeded, smd_unet, tiny_unet
 
 EXPECTED_SCHEDULER = {
     "saved": "DDPMScheduler",
@@ -39,7 +39,7 @@ def generate(pipe):
 def saved(tmp_path_factory):
     """Folders, repo ids and reference images the child processes check against."""
     root = tmp_path_factory.mktemp("pipeline_loading")
-    pipe = SMDPipeline(unet=tiny_unet(), scheduler=ddpm_scheduler())
+    pipe = SMDPipeline(unet=smd_unet(), scheduler=ddpm_scheduler())
     pipe.save_pretrained(root / "saved")
     references = {"saved": generate(pipe)}
 
@@ -184,17 +184,20 @@ def shim_imports(path):
 def test_saved_model_index_names_the_package_and_its_shims(saved):
     index = json.loads((saved / "saved" / "model_index.json").read_text())
     assert index["_class_name"] == ["diffusers_smd_loader", "SMDPipeline"]
+    assert index["unet"] == ["diffusers_smd", "SMDUNet2DModel"]
     assert index["scheduler"] == ["diffusers", "DDPMScheduler"]
-    assert shim_imports(saved / "saved" / "diffusers_smd_loader.py") == [
-        "from diffusers_smd import SMDPipeline  # noqa: F401"
-    ]
+    expected = ["from diffusers_smd import SMDPipeline, SMDUNet2DModel  # noqa: F401"]
+    for shim in ("diffusers_smd_loader.py", "unet/diffusers_smd.py"):
+        assert shim_imports(saved / "saved" / shim) == expected, shim
     assert not (saved / "saved" / "scheduler" / "diffusers_smd.py").exists()
 
     swapped = json.loads((saved / "swapped" / "model_index.json").read_text())
     assert swapped["scheduler"] == ["diffusers_smd", "ETSDMDPMSolverMultistepScheduler"]
-    expected = ["from diffusers_smd import ETSDMDPMSolverMultistepScheduler, SMDPipeline  # noqa: F401"]
-    assert shim_imports(saved / "swapped" / "scheduler" / "diffusers_smd.py") == expected
-    assert shim_imports(saved / "swapped" / "diffusers_smd_loader.py") == expected
+    names = "ETSDMDPMSolverMultistepScheduler, SMDPipeline, SMDUNet2DModel"
+    for shim in ("diffusers_smd_loader.py", "unet/diffusers_smd.py", "scheduler/diffusers_smd.py"):
+        assert shim_imports(saved / "swapped" / shim) == [
+            f"from diffusers_smd import {names}  # noqa: F401"
+        ], shim
 
 
 def test_write_loading_shims_is_idempotent_repairs_module_paths_and_removes_stale_shims(saved, tmp_path):
@@ -210,7 +213,8 @@ def test_write_loading_shims_is_idempotent_repairs_module_paths_and_removes_stal
     index_path.write_text(json.dumps(index))
     first = write_loading_shims(folder)
     snapshot = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-    assert write_loading_shims(folder) == first == ["diffusers_smd_loader.py", "scheduler/diffusers_smd.py"]
+    shims = ["diffusers_smd_loader.py", "unet/diffusers_smd.py", "scheduler/diffusers_smd.py"]
+    assert sorted(write_loading_shims(folder)) == sorted(first) == sorted(shims)
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == snapshot
     assert json.loads(index_path.read_text())["scheduler"] == [
         "diffusers_smd",
@@ -221,7 +225,7 @@ def test_write_loading_shims_is_idempotent_repairs_module_paths_and_removes_stal
     pipe.save_pretrained(folder)
     assert not (folder / "scheduler" / "diffusers_smd.py").exists()
     assert json.loads(index_path.read_text())["scheduler"] == ["diffusers", "DDPMScheduler"]
-    user_file = folder / "unet" / "diffusers_smd.py"
+    user_file = folder / "scheduler" / "diffusers_smd.py"
     user_file.write_text("# the user's own file\n")
     write_loading_shims(folder)
     assert user_file.read_text() == "# the user's own file\n"  # never touches files it did not write
@@ -242,3 +246,18 @@ def test_loading_a_folder_with_a_missing_component_fails_clearly(saved, tmp_path
 def test_loaded_components_keep_their_dtype_and_weights(saved):
     pipe = SMDPipeline.from_pretrained(saved / "saved", torch_dtype=torch.float64)
     assert pipe.unet.dtype == torch.float64
+
+
+def test_a_plain_class_name_resolves_once_imported_and_stock_pipelines_are_untouched(saved, tmp_path):
+    plain = tmp_path / "plain_name"
+    SMDPipeline.from_pretrained(saved / "saved").save_pretrained(plain)
+    index = json.loads((plain / "model_index.json").read_text())
+    index["_class_name"] = "SMDPipeline"  # as diffusers itself writes it, without the loader shim
+    (plain / "model_index.json").write_text(json.dumps(index))
+    (plain / "diffusers_smd_loader.py").unlink()
+    assert type(DiffusionPipeline.from_pretrained(plain)) is SMDPipeline
+
+    stock = tmp_path / "stock"
+    DDPMPipeline(unet=tiny_unet(), scheduler=ddpm_scheduler()).save_pretrained(stock)
+    assert not (stock / "diffusers_smd_loader.py").exists()
+    assert type(DiffusionPipeline.from_pretrained(stock)) is DDPMPipeline
