@@ -197,10 +197,9 @@ def test_class_conditional_unet_uses_the_labels(model):
     assert np.abs(mixed[1] - zero[1]).max() > 1e-4
     with pytest.raises(ValueError, match="class_labels"):
         pipe(generator=seeded(0), **kwargs)
-    with pytest.raises(ValueError, match="class_labels"):
-        pipe(generator=seeded(0), class_labels=3, **kwargs)
-    with pytest.raises(ValueError, match="class_labels"):
-        pipe(generator=seeded(0), class_labels=[0, 1, 2], **kwargs)
+    for bad in ([0, 1, 2], 3, -1, "cat", [0.5, 1.0]):
+        with pytest.raises(ValueError, match="class_labels"):
+            pipe(generator=seeded(0), class_labels=bad, **kwargs)
 
 
 def test_to_dtype_runs_in_that_dtype():
@@ -245,6 +244,8 @@ def test_missing_or_wrong_components_are_rejected():
         SMDPipeline(unet=torch.nn.Conv2d(1, 1, 1), scheduler=scheduler)
     with pytest.raises(ValueError, match="scheduler"):
         SMDPipeline(unet=unet, scheduler="ddpm")
+    with pytest.raises(ValueError, match="unet"):  # a scheduler where the UNet belongs
+        SMDPipeline(unet=scheduler, scheduler=scheduler)
 
 
 MIXTURE_MODELS = {"smd": smd_unet, "convention-double": mixture_unet}
