@@ -1,3 +1,0 @@
-"""losses (to be filled)."""
-
-__all__: list[str] = []

@@ -1,0 +1,364 @@
+"""Training objectives: callables ``objective(model, noise_scheduler, clean_batch, conditioning, *, generator)``.
+
+Each returns the per-example loss, shape (B,), so a training loop can weight, mask or average it and does not
+need to know which objective it runs. ``noise_scheduler`` is a DDPM-family diffusers scheduler (it needs
+``alphas_cumprod``, ``add_noise`` and, for v-prediction, ``get_velocity``); its ``config.prediction_type``
+picks the target. With an E-TSDM scheduler the network is conditioned on ``condition_timesteps(t)`` while
+x_t and the target use the real t.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from diffusers.training_utils import compute_snr
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..models.introspection import accepts_mixture_noise
+from .gaussian_steps import (
+    PREDICTION_TYPES,
+    gaussian_posterior_coefficients,
+    original_sample_error_scale,
+    original_sample_from_prediction,
+    scaled_mixture_nll,
+)
+
+__all__ = [
+    "OBJECTIVE_NAMES",
+    "DiffusionObjective",
+    "SMDMixtureObjective",
+    "SMDObjective",
+    "VanillaObjective",
+    "build_objective",
+    "training_timestep_grid",
+]
+
+_RESERVED_CONDITIONING_KEYS = ("sample", "timestep", "return_dict", "mixture_noise", "generator")
+
+
+def training_timestep_grid(
+    noise_scheduler: Any, num_inference_steps: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (timesteps, previous_timesteps) pairs an objective trains on, both descending long tensors.
+
+    ``num_inference_steps=None``: every training timestep t = T-1, ..., 0 with previous step t - 1 (the
+    training grid). ``num_inference_steps=n``: only the n timesteps that ``noise_scheduler.set_timesteps(n)``
+    samples with (on a copy, so the caller's scheduler is untouched), each paired with the next grid step
+    (t - T/n for the default "leading" spacing). The last step's previous timestep is -1 (x_{-1} = x_0).
+    """
+    num_train_timesteps = int(noise_scheduler.config.num_train_timesteps)
+    if num_inference_steps is None:
+        timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.long)
+    else:
+        grid_scheduler = type(noise_scheduler).from_config(noise_scheduler.config)
+        grid_scheduler.set_timesteps(num_inference_steps)
+        timesteps = torch.as_tensor(grid_scheduler.timesteps, dtype=torch.long).flatten()
+        if timesteps.numel() == 0 or bool((timesteps[1:] >= timesteps[:-1]).any()):
+            raise ValueError(
+                f"num_inference_steps={num_inference_steps} gives a timestep grid that is not strictly "
+                f"decreasing for {type(noise_scheduler).__name__}: {timesteps.tolist()}"
+            )
+    previous = torch.cat([timesteps[1:], torch.tensor([-1], dtype=torch.long)])
+    return timesteps, previous
+
+
+def _alpha_prod(noise_scheduler: Any, timesteps: torch.Tensor) -> torch.Tensor:
+    """abar_t for each timestep (float32), with abar = 1 for t < 0 (the data itself)."""
+    alphas_cumprod = noise_scheduler.alphas_cumprod.to(device=timesteps.device, dtype=torch.float32)
+    values = alphas_cumprod[timesteps.clamp(min=0)]
+    return torch.where(timesteps >= 0, values, torch.ones_like(values))
+
+
+def _condition_timesteps(noise_scheduler: Any, timesteps: torch.Tensor) -> torch.Tensor:
+    if hasattr(noise_scheduler, "condition_timesteps"):
+        return torch.as_tensor(noise_scheduler.condition_timesteps(timesteps), device=timesteps.device)
+    return timesteps
+
+
+def _expand_like(values: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    return values.reshape(values.shape[0], *([1] * (reference.ndim - 1)))
+
+
+def _per_example_mean(values: torch.Tensor) -> torch.Tensor:
+    return values.reshape(values.shape[0], -1).mean(dim=1)
+
+
+class DiffusionObjective:
+    """Shared steps of every objective: draw t (and the previous grid step), noise, x_t; call the model.
+
+    Args:
+        snr_gamma: if set, min-SNR-gamma weighting (Hang et al. 2023) of the per-example loss, computed with
+            `diffusers.training_utils.compute_snr` exactly as diffusers' training examples do:
+            weight = min(snr, gamma) / snr (epsilon), / (snr + 1) (v_prediction), unchanged (sample).
+        num_inference_steps: draw t only from the n-step sampling grid (see `training_timestep_grid`);
+            None draws from all training timesteps.
+    """
+
+    name = "base"
+
+    def __init__(self, snr_gamma: float | None = None, num_inference_steps: int | None = None):
+        if snr_gamma is not None and (isinstance(snr_gamma, bool) or not float(snr_gamma) > 0):
+            raise ValueError(f"snr_gamma must be None or a positive number, got {snr_gamma!r}")
+        if num_inference_steps is not None and (
+            isinstance(num_inference_steps, bool)
+            or not isinstance(num_inference_steps, int)
+            or num_inference_steps < 1
+        ):
+            raise ValueError(f"num_inference_steps must be None or an int >= 1, got {num_inference_steps!r}")
+        self.snr_gamma = None if snr_gamma is None else float(snr_gamma)
+        self.num_inference_steps = num_inference_steps
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(snr_gamma={self.snr_gamma}, num_inference_steps={self.num_inference_steps})"
+
+    # -- checks ---------------------------------------------------------------------------------------
+    def _check_call(self, model: Any, noise_scheduler: Any, clean_batch: Any, conditioning: Any) -> None:
+        if not callable(model):
+            raise TypeError(f"model must be a callable torch module, got {type(model).__name__}")
+        for attribute in ("alphas_cumprod", "add_noise", "config"):
+            if not hasattr(noise_scheduler, attribute):
+                raise TypeError(
+                    f"noise_scheduler must be a DDPM-family diffusers scheduler with `{attribute}` "
+                    f"(e.g. DDPMScheduler), got {type(noise_scheduler).__name__}"
+                )
+        prediction_type = noise_scheduler.config.prediction_type
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"noise_scheduler.config.prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
+            )
+        if (
+            not isinstance(clean_batch, torch.Tensor)
+            or clean_batch.ndim < 2
+            or not clean_batch.is_floating_point()
+        ):
+            raise TypeError("clean_batch must be a floating-point tensor of shape (B, ...) with B >= 1")
+        if clean_batch.shape[0] < 1:
+            raise ValueError("clean_batch must hold at least one example")
+        if conditioning is not None:
+            if not isinstance(conditioning, dict):
+                raise TypeError(
+                    f"conditioning must be a dict of extra model arguments or None, got {type(conditioning).__name__}"
+                )
+            reserved = sorted(set(conditioning) & set(_RESERVED_CONDITIONING_KEYS))
+            if reserved:
+                raise ValueError(f"conditioning must not contain {reserved}; the objective sets these itself")
+
+    # -- shared steps ---------------------------------------------------------------------------------
+    def _draw(self, noise_scheduler: Any, clean_batch: torch.Tensor, generator: torch.Generator | None):
+        timesteps_grid, previous_grid = training_timestep_grid(noise_scheduler, self.num_inference_steps)
+        generator_device = generator.device if generator is not None else torch.device("cpu")
+        index = torch.randint(
+            0, timesteps_grid.numel(), (clean_batch.shape[0],), generator=generator, device=generator_device
+        ).cpu()
+        timesteps = timesteps_grid[index].to(clean_batch.device)
+        previous = previous_grid[index].to(clean_batch.device)
+        noise = randn_tensor(
+            clean_batch.shape, generator=generator, device=clean_batch.device, dtype=clean_batch.dtype
+        )
+        noisy = noise_scheduler.add_noise(clean_batch, noise, timesteps)
+        return timesteps, previous, noise, noisy
+
+    def _target(self, noise_scheduler, clean_batch, noise, timesteps) -> torch.Tensor:
+        prediction_type = noise_scheduler.config.prediction_type
+        if prediction_type == "epsilon":
+            return noise
+        if prediction_type == "v_prediction":
+            return noise_scheduler.get_velocity(clean_batch, noise, timesteps)
+        return clean_batch
+
+    def _predict(self, model, noisy, model_timesteps, conditioning, mixture_kwargs) -> torch.Tensor:
+        output = model(noisy, model_timesteps, **(conditioning or {}), **mixture_kwargs)
+        prediction = output.sample if hasattr(output, "sample") else output[0]
+        if prediction.shape != noisy.shape:
+            raise ValueError(
+                f"the model's output has shape {tuple(prediction.shape)} but the objective needs the shape of "
+                f"the noisy input {tuple(noisy.shape)} (learned-variance outputs are not supported)"
+            )
+        return prediction
+
+    def _mixture_kwargs(self, model, generator) -> dict:
+        if generator is not None and accepts_mixture_noise(model):
+            return {"generator": generator}
+        return {}
+
+    def _snr_weight(self, noise_scheduler, timesteps: torch.Tensor) -> torch.Tensor | None:
+        if self.snr_gamma is None:
+            return None
+        snr = compute_snr(noise_scheduler, timesteps)
+        weight = torch.clamp(snr, max=self.snr_gamma)
+        prediction_type = noise_scheduler.config.prediction_type
+        if prediction_type == "epsilon":
+            weight = weight / snr
+        elif prediction_type == "v_prediction":
+            weight = weight / (snr + 1)
+        return weight
+
+    def __call__(
+        self,
+        model: Any,
+        noise_scheduler: Any,
+        clean_batch: torch.Tensor,
+        conditioning: dict | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        self._check_call(model, noise_scheduler, clean_batch, conditioning)
+        timesteps, previous, noise, noisy = self._draw(noise_scheduler, clean_batch, generator)
+        model_timesteps = _condition_timesteps(noise_scheduler, timesteps)
+        loss = self._loss(model, noise_scheduler, clean_batch, conditioning, generator,
+                          timesteps, previous, noise, noisy, model_timesteps)  # fmt: skip
+        weight = self._snr_weight(noise_scheduler, timesteps)
+        return loss if weight is None else loss * weight.to(loss.dtype)
+
+    def _loss(self, model, noise_scheduler, clean_batch, conditioning, generator,
+              timesteps, previous, noise, noisy, model_timesteps) -> torch.Tensor:  # fmt: skip
+        raise NotImplementedError
+
+
+class VanillaObjective(DiffusionObjective):
+    """The standard diffusers objective: per-example MSE(model(x_t, t), target).
+
+    target = eps (``epsilon``), v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (``v_prediction``, via
+    ``scheduler.get_velocity``) or x_0 (``sample``), per ``noise_scheduler.config.prediction_type``; optional
+    min-SNR weighting (``snr_gamma``). On an SMD model it calls the model like a plain UNet, which draws a
+    fresh eta per example: that is exactly the reference SMD objective (see `SMDObjective`).
+    """
+
+    name = "vanilla"
+
+    def _loss(self, model, noise_scheduler, clean_batch, conditioning, generator,
+              timesteps, previous, noise, noisy, model_timesteps) -> torch.Tensor:  # fmt: skip
+        prediction = self._predict(
+            model, noisy, model_timesteps, conditioning, self._mixture_kwargs(model, generator)
+        )
+        target = self._target(noise_scheduler, clean_batch, noise, timesteps)
+        return _per_example_mean((prediction.float() - target.float()) ** 2)
+
+
+class SMDObjective(VanillaObjective):
+    """The reference SMD objective (Li et al., ICLR 2024): MSE through the identifier with one eta per example.
+
+    loss = || model(x_t, t; z = g_xi(x_t, eta, t)) - target ||^2 / D, eta ~ N(0, I) drawn once per example
+    (by the model, from ``generator`` when given). By Jensen this upper-bounds the mixture NLL; note that its
+    optimum makes every component the ordinary posterior mean (see the notes), so it cannot learn a real
+    mixture. Needs a model whose forward takes ``mixture_noise``/``generator`` (an SMD model).
+    """
+
+    name = "smd"
+
+    def _check_call(self, model, noise_scheduler, clean_batch, conditioning) -> None:
+        super()._check_call(model, noise_scheduler, clean_batch, conditioning)
+        if not accepts_mixture_noise(model):
+            raise TypeError(
+                f"objective {self.name!r} needs an SMD model whose forward accepts `mixture_noise` and "
+                f"`generator` (SMDUNet2DModel, SMDUNet2DConditionModel, SMDVectorModel), got {type(model).__name__}"
+            )
+
+
+class SMDMixtureObjective(SMDObjective):
+    r"""K-sample mixture likelihood of the backward step, whose optimum is a real mixture.
+
+    For a training pair (t, s) of the step grid (s = previous grid step, see `training_timestep_grid`;
+    s = -1 means the last step, whose target is x_0 itself), K components share x_t and differ in eta_k:
+
+        x0_hat_k = x_0 prediction of model(x_t, t; eta_k),    mu_k = c_t x0_hat_k + d_t x_t
+        x_s      = c_t x_0 + d_t x_t + sigma_t xi,  xi ~ N(0, I)     (a draw of q(x_s | x_t, x_0))
+        NLL      = -log( (1/K) sum_k N(x_s; mu_k, sigma_t^2 I) )                     (eq. 1)
+
+    with c_t, d_t, sigma_t^2 the posterior coefficients of `gaussian_posterior_coefficients` (so
+    x_s - mu_k = c_t (x_0 - x0_hat_k) + sigma_t xi: a soft minimum over components of their x_0 errors with
+    temperature 2 sigma_t^2 / c_t^2). The returned per-example loss is eq. 1 rescaled to the units of the
+    usual MSE on the prediction target (r_t from `original_sample_error_scale`, D = numel per example):
+
+        loss = [ 2 sigma_t^2 (NLL - const) - sigma_t^2 ||xi||^2 ] / (D c_t^2 r_t^2)               (eq. 2)
+
+    where 2 sigma_t^2 (NLL - const) = `scaled_mixture_nll`. Multiplying by the constant 2 sigma_t^2 / (D c_t^2 r_t^2)
+    and subtracting the theta-free sigma_t^2 ||xi||^2 term change no gradient direction per t; they make the
+    K = 1 case equal, in expectation over xi, the vanilla MSE on the target, and keep the loss finite on the
+    last step, where sigma_t = 0 and eq. 2 becomes its limit min_k ||x0_hat_k - x_0||^2 / (D r_t^2): the
+    best of K components reconstructs x_0 (winner-takes-all).
+
+    Step grid: with few-step sampling, train on the grid you sample with: either a scheduler with
+    num_train_timesteps = n (previous step t - 1), or ``num_inference_steps=n`` with a fine training schedule
+    (previous step t - T/n). The mixture must model the jump the sampler makes, and q(x_s | x_t) is far from
+    Gaussian only for large jumps.
+
+    Args:
+        num_mixture_samples: K, the number of eta draws per example (the model runs on a K*B batch).
+        snr_gamma, num_inference_steps: as in `DiffusionObjective`.
+    """
+
+    name = "smd-mixture"
+
+    def __init__(
+        self,
+        num_mixture_samples: int = 4,
+        snr_gamma: float | None = None,
+        num_inference_steps: int | None = None,
+    ):
+        super().__init__(snr_gamma=snr_gamma, num_inference_steps=num_inference_steps)
+        if (
+            isinstance(num_mixture_samples, bool)
+            or not isinstance(num_mixture_samples, int)
+            or num_mixture_samples < 1
+        ):
+            raise ValueError(f"num_mixture_samples must be an int >= 1, got {num_mixture_samples!r}")
+        self.num_mixture_samples = num_mixture_samples
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, num_mixture_samples={self.num_mixture_samples})"
+
+    def _loss(self, model, noise_scheduler, clean_batch, conditioning, generator,
+              timesteps, previous, noise, noisy, model_timesteps) -> torch.Tensor:  # fmt: skip
+        k, batch = self.num_mixture_samples, clean_batch.shape[0]
+        repeated_conditioning = {
+            key: torch.cat([value] * k)
+            if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch
+            else value
+            for key, value in (conditioning or {}).items()
+        }
+        predictions = self._predict(
+            model, torch.cat([noisy] * k), torch.cat([model_timesteps.reshape(-1).expand(batch)] * k),
+            repeated_conditioning, self._mixture_kwargs(model, generator),
+        ).float().reshape(k, *clean_batch.shape)  # fmt: skip
+
+        prediction_type = noise_scheduler.config.prediction_type
+        alpha_prod_t = _expand_like(_alpha_prod(noise_scheduler, timesteps), clean_batch)
+        alpha_prod_prev = _expand_like(_alpha_prod(noise_scheduler, previous), clean_batch)
+        coef_x0, _, variance = gaussian_posterior_coefficients(alpha_prod_t, alpha_prod_prev)
+        original = original_sample_from_prediction(predictions, noisy.float(), alpha_prod_t, prediction_type)
+        posterior_noise = randn_tensor(
+            clean_batch.shape, generator=generator, device=clean_batch.device, dtype=torch.float32
+        )
+        # x_s - mu_k = c_t (x_0 - x0_hat_k) + sigma_t xi  (the d_t x_t terms cancel)
+        residuals = coef_x0 * (clean_batch.float() - original) + variance.sqrt() * posterior_noise
+        residual_sq_norms = residuals.reshape(k, batch, -1).pow(2).sum(dim=2).transpose(0, 1)  # (B, K)
+        variance_b = variance.reshape(batch)
+        baseline = variance_b * posterior_noise.reshape(batch, -1).pow(2).sum(dim=1)
+        num_dims = residuals[0, 0].numel()
+        scale = (coef_x0 * original_sample_error_scale(alpha_prod_t, prediction_type)).reshape(
+            batch
+        ) ** 2 * num_dims
+        return (scaled_mixture_nll(residual_sq_norms, variance_b) - baseline) / scale
+
+
+OBJECTIVE_NAMES = ("vanilla", "smd", "smd-mixture")
+_OBJECTIVES = {"vanilla": VanillaObjective, "smd": SMDObjective, "smd-mixture": SMDMixtureObjective}
+
+
+def build_objective(name: str, **kwargs: Any) -> DiffusionObjective:
+    """The objective called ``name`` ("vanilla", "smd" or "smd-mixture"), built with ``kwargs``.
+
+    kwargs: ``snr_gamma`` and ``num_inference_steps`` (all three); ``num_mixture_samples`` (smd-mixture,
+    default 4). Unknown names raise ValueError; arguments an objective does not take raise TypeError.
+    """
+    if name not in _OBJECTIVES:
+        raise ValueError(f"objective name must be one of {OBJECTIVE_NAMES}, got {name!r}")
+    objective_class = _OBJECTIVES[name]
+    accepted = set(inspect.signature(objective_class.__init__).parameters) - {"self"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise TypeError(f"objective {name!r} does not take {unknown}; it accepts {sorted(accepted)}")
+    return objective_class(**kwargs)

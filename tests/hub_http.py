@@ -1,0 +1,260 @@
+"""An in-process fake of the Hugging Face Hub HTTP API, for upload tests without a network.
+
+Installed with ``huggingface_hub.set_client_factory``: every request huggingface_hub makes goes
+through an ``httpx2.MockTransport`` whose handler answers the calls an upload makes and records
+what arrives. huggingface_hub's own client builds every request (repo create, preupload, the NDJSON
+commit), so the test sees exactly what the real Hub would receive.
+
+* ``POST /api/repos/create``: records the request (name, organization, private) and answers with
+  the repo URL.
+* ``POST /api/models/{repo}/preupload/{rev}``: answers ``"regular"`` for every file, so the bytes
+  travel base64-encoded inside the commit. (``"lfs"`` would send the file through hf_xet's own
+  native HTTP client, which this handler cannot see, so the fake never asks for it.)
+* ``POST /api/models/{repo}/commit/{rev}``: decodes the NDJSON payload and records each file's
+  path and bytes. An ``lfsFile`` entry fails the test: it means bytes were sent elsewhere.
+* ``POST /api/validate-yaml`` (sent for README.md): parses the card's front matter with
+  huggingface_hub's own card parser; a card that does not parse gets the Hub's 400 answer.
+* ``GET /api/agent-harnesses``: huggingface_hub's best-effort user-agent lookup (made only when
+  not offline); answered 404, which it ignores, and not counted as unexpected.
+* Anything else: 404, recorded in ``unexpected``.
+
+``fail_on="commit"`` (or ``"preupload"``, ``"create"``) makes that call answer ``status`` with
+``error_message`` the way the Hub reports errors (JSON ``{"error": ...}`` and ``X-Error-Message``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import httpx2
+import huggingface_hub
+
+ENDPOINT_PATHS = ("create", "preupload", "commit")
+
+
+@dataclass
+class FakeHub:
+    fail_on: str | None = None
+    status: int = 403
+    error_message: str = "You don't have the rights to create a model under the namespace"
+    created: list[dict] = field(default_factory=list)
+    commits: list[dict] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
+    requests: list[httpx2.Request] = field(default_factory=list)
+    validated_cards: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.fail_on is not None and self.fail_on not in ENDPOINT_PATHS:
+            raise ValueError(f"fail_on must be one of {ENDPOINT_PATHS} or None, got {self.fail_on!r}")
+
+    def _error(self) -> httpx2.Response:
+        return httpx2.Response(
+            self.status, json={"error": self.error_message}, headers={"X-Error-Message": self.error_message}
+        )
+
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        path = request.url.path
+        if request.method == "POST" and path == "/api/repos/create":
+            if self.fail_on == "create":
+                return self._error()
+            body = json.loads(request.content)
+            self.created.append(body)
+            return httpx2.Response(
+                200, json={"url": f"https://huggingface.co/{body['organization']}/{body['name']}"}
+            )
+        if request.method == "POST" and path == "/api/validate-yaml":
+            return self._validate_yaml(json.loads(request.content)["content"])
+        if request.method == "POST" and path.startswith("/api/models/") and "/preupload/" in path:
+            if self.fail_on == "preupload":
+                return self._error()
+            body = json.loads(request.content)
+            answer = [
+                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in body["files"]
+            ]
+            return httpx2.Response(200, json={"files": answer})
+        if request.method == "POST" and path.startswith("/api/models/") and "/commit/" in path:
+            if self.fail_on == "commit":
+                return self._error()
+            return self._commit(path, request.content)
+        if request.method == "GET" and path == "/api/agent-harnesses":
+            return httpx2.Response(404, json={"error": "fake Hub: no agent registry"})
+        self.unexpected.append(f"{request.method} {path}")
+        return httpx2.Response(404, json={"error": f"fake Hub: no route for {request.method} {path}"})
+
+    def _validate_yaml(self, content: str) -> httpx2.Response:
+        self.validated_cards.append(content)
+        try:
+            card = huggingface_hub.ModelCard(content, ignore_metadata_errors=False)
+        except Exception as err:  # what the Hub answers for metadata it cannot read
+            return httpx2.Response(400, json={"errors": [{"message": str(err)}], "error": "Invalid metadata"})
+        if not card.data.to_dict():
+            return httpx2.Response(200, json={"warnings": [{"message": "empty or missing yaml metadata"}]})
+        return httpx2.Response(200, json={"warnings": []})
+
+    def _commit(self, path: str, content: bytes) -> httpx2.Response:
+        lines = [json.loads(line) for line in content.splitlines() if line.strip()]
+        header = next(line["value"] for line in lines if line["key"] == "header")
+        for line in lines:
+            if line["key"] == "file":
+                value = line["value"]
+                assert value["encoding"] == "base64", value["encoding"]
+                self.files[value["path"]] = base64.b64decode(value["content"])
+            elif line["key"] != "header":
+                raise AssertionError(f"fake Hub received an unsupported commit entry: {line['key']}")
+        self.commits.append(
+            {"path": path, "summary": header["summary"], "description": header["description"]}
+        )
+        repo = path.removeprefix("/api/models/").split("/commit/")[0]
+        return httpx2.Response(
+            200, json={"commitUrl": f"https://huggingface.co/{repo}/commit/{'0' * 40}", "commitOid": "0" * 40}
+        )
+
+    def client(self) -> httpx2.Client:
+        return httpx2.Client(transport=httpx2.MockTransport(self.handle))
+
+
+@contextmanager
+def fake_hub(**kwargs):
+    """Route huggingface_hub's HTTP client to a :class:`FakeHub` for the duration of the block."""
+    hub = FakeHub(**kwargs)
+    huggingface_hub.set_client_factory(hub.client)
+    try:
+        yield hub
+    finally:
+        huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)
+
+
+# ---------------------------------------------------------------------------------------------
+# A saved run folder to publish: a tiny pipeline plus the run files train_smd.py writes.
+
+
+def make_run_folder(
+    path,
+    *,
+    objective: str = "smd",
+    etsdm: tuple[int, int] | None = (10, 5),
+    plain_diffusers: bool = False,
+    run_summary: bool = True,
+    eval_results: bool = True,
+    sample_grid: bool = True,
+    training_args: dict | None = None,
+    extra_run_summary: dict | None = None,
+):
+    """Save a tiny randomly initialised pipeline to ``path`` with realistic run files, as train_smd.py does.
+
+    An ``SMDPipeline`` whose denoiser is an ``SMDUNet2DModel`` (objective "smd"/"smd-mixture") or a
+    plain ``UNet2DModel`` ("vanilla"), with an ``ETSDMDDPMScheduler(etsdm_threshold, etsdm_intervals)``
+    when ``etsdm=(threshold, intervals)``, else a ``DDPMScheduler`` (100 training timesteps).
+    ``plain_diffusers=True`` saves a stock ``DDPMPipeline`` instead (nothing of diffusers_smd).
+    Also writes a ``checkpoint-10/`` folder and ``logs/`` that publishing must leave out.
+    """
+    import pathlib
+
+    import torch
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    from PIL import Image
+
+    from diffusers_smd import ETSDMDDPMScheduler, SMDPipeline, SMDUNet2DModel
+
+    path = pathlib.Path(path)
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(8, 16),
+        norm_num_groups=8,
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    )
+    if etsdm is not None:
+        scheduler = ETSDMDDPMScheduler(
+            num_train_timesteps=100, etsdm_threshold=etsdm[0], etsdm_intervals=etsdm[1]
+        )
+    else:
+        scheduler = DDPMScheduler(num_train_timesteps=100)
+    if plain_diffusers:
+        pipeline = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100))
+    elif objective in ("smd", "smd-mixture"):
+        denoiser = SMDUNet2DModel.from_unet(
+            unet, latent_dim=8, identifier_block_out_channels=(8,), identifier_norm_num_groups=4
+        )
+        pipeline = SMDPipeline(unet=denoiser, scheduler=scheduler)
+    else:
+        pipeline = SMDPipeline(unet=unet, scheduler=scheduler)
+    pipeline.save_pretrained(path)
+
+    args = {
+        "objective": objective,
+        "dataset_name": None,
+        "train_data_dir": None,
+        "output_dir": str(path),
+        "resolution": 8,
+        "train_batch_size": 16,
+        "learning_rate": 1e-4,
+        "lr_scheduler": "cosine",
+        "max_train_steps": 1234,
+        "use_ema": True,
+        "etsdm": etsdm is not None,
+        "etsdm_threshold": etsdm[0] if etsdm else 10,
+        "etsdm_intervals": etsdm[1] if etsdm else 5,
+        "push_to_hub": True,
+        "hub_model_id": "me/smd-digits",
+        "seed": 0,
+    }
+    args.update(training_args or {})
+    (path / "training_args.json").write_text(json.dumps(args, indent=2))
+    if run_summary:
+        summary = {
+            "global_step": 1234,
+            "objective": objective,
+            "etsdm": {"threshold": etsdm[0], "intervals": etsdm[1]} if etsdm else None,
+            "dataset": "digits",
+            "resolution": 8,
+            "num_parameters": {"unet": sum(p.numel() for p in pipeline.unet.parameters())},
+            "final_loss": 0.04231,
+            "wall_clock_seconds": 187.2,
+            "base_model": None,
+        }
+        summary.update(extra_run_summary or {})
+        (path / "run_summary.json").write_text(json.dumps(summary, indent=2))
+    if eval_results:
+        rows = [
+            {
+                "metric": "frechet_digits_distance",
+                "scheduler": "ETSDMDPMSolverMultistepScheduler",
+                "num_inference_steps": 10,
+                "value": 12.3456,
+                "num_samples": 512,
+            },
+            {
+                "metric": "frechet_digits_distance",
+                "scheduler": "DDIMScheduler",
+                "num_inference_steps": 50,
+                "value": 9.87654,
+                "num_samples": 512,
+            },
+        ]
+        (path / "eval_results.json").write_text(json.dumps(rows, indent=2))
+    if sample_grid:
+        Image.new("L", (32, 32), color=128).save(path / "sample_grid.png")
+    (path / "checkpoint-10" / "unet").mkdir(parents=True)
+    (path / "checkpoint-10" / "optimizer.bin").write_bytes(b"optimizer state")
+    (path / "checkpoint-10" / "unet" / "config.json").write_text("{}")
+    (path / "logs").mkdir()
+    (path / "logs" / "events.out.tfevents.1").write_bytes(b"tensorboard")
+    return path
+
+
+def snapshot_tree(root) -> dict[str, bytes]:
+    """Every file under ``root`` (relative POSIX path -> bytes)."""
+    import pathlib
+
+    root = pathlib.Path(root)
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

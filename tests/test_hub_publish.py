@@ -1,0 +1,260 @@
+"""publish(): the dry-run folder, the upload through huggingface_hub's own client, failures, tokens.
+
+No network: huggingface_hub's HTTP client is routed to the in-process FakeHub (tests/hub_http.py).
+"""
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from diffusers_smd.hub import DEFAULT_IGNORE_PATTERNS, PublishError, publish, publish_main
+from tests.hub_cache import build_hub_cache
+from tests.hub_http import fake_hub, make_run_folder, snapshot_tree
+
+FAKE_TOKEN = "hf_FakeTokenForTests0123456789abcdef"
+
+# What a run folder holds that must stay local (see make_run_folder).
+LOCAL_ONLY = {"checkpoint-10/optimizer.bin", "checkpoint-10/unet/config.json", "logs/events.out.tfevents.1"}
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    return make_run_folder(tmp_path / "run")
+
+
+@pytest.fixture
+def env_token(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    return FAKE_TOKEN
+
+
+def test_dry_run_writes_the_upload_folder_and_leaves_the_run_untouched(run_folder, tmp_path):
+    before = snapshot_tree(run_folder)
+    result = publish(run_folder, "me/smd-digits", dry_run_dir=tmp_path / "dry")
+    assert snapshot_tree(run_folder) == before  # nothing added, changed or removed in the user's folder
+
+    staged = snapshot_tree(tmp_path / "dry")
+    assert tuple(sorted(staged)) == result.files
+    assert result.dry_run_dir == tmp_path / "dry" and result.commit_url is None
+    copied = set(before) - LOCAL_ONLY
+    added = set(staged) - copied
+    assert not (LOCAL_ONLY & set(staged)), "checkpoints or logs would be uploaded"
+    assert copied <= set(staged)
+    assert "README.md" in added
+    for name in copied - {"model_index.json"}:  # model_index.json gains the shim entries for SMD pipelines
+        assert staged[name] == before[name], name
+    ModelCard.load(tmp_path / "dry" / "README.md")  # the card's metadata parses
+
+
+def test_dry_run_refuses_a_non_empty_folder(run_folder, tmp_path):
+    target = tmp_path / "dry"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="dry_run_dir"):
+        publish(run_folder, "me/smd-digits", dry_run_dir=target)
+    assert snapshot_tree(target) == {"keep.txt": b"mine"}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"repo_id": "no-namespace"}, ValueError, "namespace/name"),
+        ({"repo_id": "me/bad name!"}, ValueError, "repo_id"),
+        ({"private": "yes"}, TypeError, "private"),
+        ({"commit_message": "  "}, ValueError, "commit_message"),
+        ({"ignore_patterns": "checkpoint-*"}, TypeError, "ignore_patterns"),
+        ({"license": ""}, ValueError, "license"),
+    ],
+)
+def test_bad_arguments_fail_before_any_work(run_folder, tmp_path, kwargs, error, match):
+    arguments = {"repo_id": "me/smd-digits", **kwargs}
+    with fake_hub() as hub, pytest.raises(error, match=match):
+        publish(run_folder, **arguments)
+    assert hub.requests == []
+
+
+def test_a_folder_that_is_not_a_pipeline_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="model_index.json"):
+        publish(tmp_path, "me/smd-digits", dry_run_dir=tmp_path / "dry")
+    assert not (tmp_path / "dry").exists()
+
+
+def test_upload_sends_exactly_the_dry_run_folder(run_folder, tmp_path, env_token):
+    dry = publish(run_folder, "me/smd-digits", dry_run_dir=tmp_path / "dry")
+    with fake_hub() as hub:
+        result = publish(run_folder, "me/smd-digits", private=True, commit_message="First SMD model")
+    assert hub.unexpected == []
+    assert hub.files == snapshot_tree(tmp_path / "dry")  # names and bytes
+    assert result.files == dry.files
+    assert [(c["organization"], c["name"], c["visibility"]) for c in hub.created] == [
+        ("me", "smd-digits", "private")
+    ]
+    assert hub.validated_cards == [hub.files["README.md"].decode()]  # the Hub checked the card's metadata
+    assert [c["summary"] for c in hub.commits] == ["First SMD model"]
+    assert result.repo_url == "https://huggingface.co/me/smd-digits"
+    assert result.commit_url.startswith("https://huggingface.co/me/smd-digits/commit/")
+    # The token from the environment authenticated every call.
+    assert {r.headers.get("authorization") for r in hub.requests} == {f"Bearer {FAKE_TOKEN}"}
+
+
+def test_default_ignore_patterns_and_extra_ones(run_folder, tmp_path):
+    (run_folder / "notes.txt").write_text("private notes")
+    result = publish(
+        run_folder,
+        "me/smd-digits",
+        dry_run_dir=tmp_path / "dry",
+        ignore_patterns=(*DEFAULT_IGNORE_PATTERNS, "notes.txt"),
+    )
+    assert "notes.txt" not in result.files
+    assert not any(name.startswith(("checkpoint-", "logs/")) for name in result.files)
+
+
+def test_a_failed_upload_reports_the_hub_error_and_keeps_the_folder(run_folder, env_token):
+    before = snapshot_tree(run_folder)
+    message = "Your storage quota is exceeded for this namespace"
+    with (
+        fake_hub(fail_on="commit", status=403, error_message=message) as hub,
+        pytest.raises(PublishError) as info,
+    ):
+        publish(run_folder, "me/smd-digits")
+    assert message in str(info.value)
+    assert "uploading the files" in str(info.value)
+    assert hub.created and hub.commits == []  # the repo was created, the commit was refused
+    assert snapshot_tree(run_folder) == before
+
+
+def test_an_echoed_token_is_scrubbed_from_the_error(run_folder, env_token):
+    echoed = f"Invalid credentials in Authorization header: Bearer {FAKE_TOKEN}"
+    with fake_hub(fail_on="create", status=401, error_message=echoed), pytest.raises(PublishError) as info:
+        publish(run_folder, "me/smd-digits")
+    assert FAKE_TOKEN not in str(info.value) and "Invalid credentials" in str(info.value)
+    assert info.value.__cause__ is None  # the original exception (with the token) is not chained
+
+
+def test_a_token_written_into_the_folder_blocks_the_upload(run_folder, env_token):
+    (run_folder / "notes.txt").write_text(f"my token is {FAKE_TOKEN}\n")
+    with fake_hub() as hub, pytest.raises(ValueError, match="notes.txt.*token"):
+        publish(run_folder, "me/smd-digits")
+    assert hub.files == {} and hub.commits == []
+
+
+def test_the_token_never_appears_in_output_logs_or_files(run_folder, tmp_path, capsys, caplog):
+    caplog.set_level(logging.DEBUG)
+    with fake_hub() as hub:
+        assert publish_main([str(run_folder), "--repo-id", "me/smd-digits", "--token", FAKE_TOKEN]) == 0
+        assert (
+            publish_main([str(run_folder), "--repo-id", "me/smd-digits", "--dry-run", str(tmp_path / "dry")])
+            == 0
+        )
+    assert {r.headers.get("authorization") for r in hub.requests} == {f"Bearer {FAKE_TOKEN}"}
+    assert "visibility" not in hub.created[0]  # without --private the Hub's default visibility applies
+    captured = capsys.readouterr()
+    assert "Published" in captured.out and "Dry run" in captured.out
+    assert FAKE_TOKEN not in captured.out + captured.err
+    assert FAKE_TOKEN not in caplog.text
+    for name, content in {**snapshot_tree(tmp_path), **hub.files}.items():
+        assert FAKE_TOKEN.encode() not in content, name
+
+
+def test_readme_in_the_folder_is_kept_unless_overwrite_card(run_folder, tmp_path):
+    (run_folder / "README.md").write_text("# My own card\n")
+    kept = publish(run_folder, "me/smd-digits", dry_run_dir=tmp_path / "kept")
+    assert (tmp_path / "kept" / "README.md").read_text() == "# My own card\n"
+    assert "README.md" in kept.files
+    publish(run_folder, "me/smd-digits", dry_run_dir=tmp_path / "new", overwrite_card=True)
+    assert ModelCard.load(tmp_path / "new" / "README.md").data.library_name == "diffusers"
+
+
+def test_cli_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as info:
+        publish_main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in (
+        "--repo-id",
+        "--private",
+        "--commit-message",
+        "--dry-run",
+        "--token",
+        "--ignore-pattern",
+        "--license",
+    ):
+        assert flag in out
+    assert "HF_TOKEN" in out
+
+
+def test_cli_bad_repo_id_exits_with_usage_error(run_folder, capsys):
+    with pytest.raises(SystemExit) as info:
+        publish_main([str(run_folder), "--repo-id", "no-namespace"])
+    assert info.value.code == 2
+    assert "namespace/name" in capsys.readouterr().err
+
+
+def test_cli_reports_a_hub_failure_with_exit_status_1(run_folder, capsys, env_token):
+    with fake_hub(fail_on="preupload", status=404, error_message="Repository not found"):
+        assert publish_main([str(run_folder), "--repo-id", "me/smd-digits"]) == 1
+    err = capsys.readouterr().err
+    assert "Repository not found" in err and FAKE_TOKEN not in err
+    assert Path(run_folder, "model_index.json").is_file()
+
+
+SHIMS = {"diffusers_smd_loader.py", "unet/diffusers_smd.py", "scheduler/diffusers_smd.py"}
+
+
+def test_publish_adds_the_loading_shims(run_folder, tmp_path):
+    for name in SHIMS:  # a folder saved without them (e.g. copied by hand): publish must add them
+        (run_folder / name).unlink()
+    result = publish(run_folder, "me/smd-digits", dry_run_dir=tmp_path / "dry")
+    assert set(result.files) >= SHIMS
+    assert not any((run_folder / name).exists() for name in SHIMS)  # added to the upload, not to the folder
+
+
+ROUND_TRIP = """
+import sys
+import torch
+import diffusers_smd  # offline, diffusers 0.42 resolves a repo's trust_remote_code files through model_info
+from diffusers import DiffusionPipeline
+
+hub = DiffusionPipeline.from_pretrained("me/smd-digits", trust_remote_code=True)
+local = diffusers_smd.SMDPipeline.from_pretrained(sys.argv[1])
+assert type(hub) is diffusers_smd.SMDPipeline and type(local) is diffusers_smd.SMDPipeline, type(hub)
+assert type(hub.unet).__name__ == "SMDUNet2DModel" and type(hub.scheduler).__name__ == "ETSDMDDPMScheduler"
+assert hub.scheduler.config.etsdm_threshold == 10 and hub.scheduler.config.etsdm_intervals == 5
+a, b = hub.unet.state_dict(), local.unet.state_dict()
+assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+x = hub(batch_size=1, num_inference_steps=2, generator=torch.manual_seed(0), output_type="pt").images
+y = local(batch_size=1, num_inference_steps=2, generator=torch.manual_seed(0), output_type="pt").images
+assert torch.equal(x, y)
+print("round trip ok")
+"""
+
+
+def test_uploaded_repo_loads_from_a_hub_cache_in_a_fresh_process(
+    run_folder, tmp_path, subprocess_env, env_token
+):
+    with fake_hub() as hub:
+        publish(run_folder, "me/smd-digits")
+    uploaded = tmp_path / "uploaded"
+    for name, content in hub.files.items():
+        (uploaded / name).parent.mkdir(parents=True, exist_ok=True)
+        (uploaded / name).write_bytes(content)
+    build_hub_cache(uploaded, "me/smd-digits", tmp_path / "cache")
+    env = {
+        **subprocess_env,
+        "HF_HUB_CACHE": str(tmp_path / "cache"),
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+    }
+    env.pop("HF_TOKEN", None)
+    done = subprocess.run(
+        [sys.executable, "-c", ROUND_TRIP, str(run_folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "round trip ok" in done.stdout
