@@ -51,6 +51,10 @@ def saved(tmp_path_factory):
     references["swapped"] = generate(reloaded)
     reloaded.save_pretrained(root / "swapped")
 
+    # A stock diffusers pipeline around an SMD UNet: only the component needs a shim.
+    DDPMPipeline(unet=reloaded.unet, scheduler=ddpm_scheduler()).save_pretrained(root / "stock")
+    write_loading_shims(root / "stock")
+
     cache = root / "hub"
     for name in ("saved", "swapped"):
         build_hub_cache(root / name, f"user/{name}", cache)
@@ -78,6 +82,8 @@ for source, name in [(f"{ROOT}/saved", "saved"), (f"{ROOT}/resaved", "resaved"),
                      ("user/saved", "saved"), ("user/swapped", "swapped")]:
     pipe = DiffusionPipeline.from_pretrained(source)
     out["loaded"][source] = [type(pipe).__module__, type(pipe).__name__, type(pipe.scheduler).__name__, matches(pipe, name)]
+stock = DiffusionPipeline.from_pretrained(f"{ROOT}/stock")
+out["stock"] = [type(stock).__name__, type(stock.unet).__name__]
 half = diffusers_smd.SMDPipeline.from_pretrained(f"{ROOT}/saved", torch_dtype=torch.float16)
 full = diffusers_smd.SMDPipeline.from_pretrained(f"{ROOT}/saved")
 out["dtype"] = [str(half.unet.dtype), type(half).__name__,
@@ -94,19 +100,23 @@ class CachedInfo:
 dynamic_modules.model_info = CachedInfo
 from diffusers import DiffusionPipeline
 errors = {}
-for source in [f"{ROOT}/saved", "user/saved"]:
+for source in [f"{ROOT}/saved", "user/saved", f"{ROOT}/stock"]:
     try:
         DiffusionPipeline.from_pretrained(source)
         errors[source] = "loaded"
     except ValueError as error:
         errors[source] = str(error)
 imported_after_errors = "diffusers_smd" in sys.modules
+# First trusted load: the stock pipeline, whose only diffusers-smd class comes through unet/diffusers_smd.py.
+stock = DiffusionPipeline.from_pretrained(f"{ROOT}/stock", trust_remote_code=True)
+stock_report = [type(stock).__name__, type(stock.unet).__module__, type(stock.unet).__name__]
 loaded = {}
 for source, name in [(f"{ROOT}/saved", "saved"), (f"{ROOT}/resaved", "resaved"), (f"{ROOT}/swapped", "swapped"),
                      ("user/saved", "saved"), ("user/swapped", "swapped")]:
     pipe = DiffusionPipeline.from_pretrained(source, trust_remote_code=True)
     loaded[source] = [type(pipe).__module__, type(pipe).__name__, type(pipe.scheduler).__name__, matches(pipe, name)]
 print(json.dumps({"errors": errors, "imported_after_errors": imported_after_errors, "loaded": loaded,
+                  "stock": stock_report,
                   "package_from": sys.modules["diffusers_smd"].__file__}))
 """,
 }
@@ -153,6 +163,7 @@ def check_loaded(loaded: dict) -> None:
 def check_imported_report(report: dict) -> None:
     """With ``import diffusers_smd``: paths 1 (folders), 3 (repo ids), 4 (SMDPipeline with torch_dtype), 5."""
     assert report["dtype"] == ["torch.float16", "SMDPipeline", True]
+    assert report["stock"] == ["DDPMPipeline", "SMDUNet2DModel"]
     check_loaded(report["loaded"])
 
 
@@ -162,10 +173,12 @@ def check_not_imported_report(report: dict, saved) -> None:
     shim = (saved / "saved" / "diffusers_smd_loader.py").read_text()
     assert "import diffusers_smd" in shim and "trust_remote_code=True" in shim
     assert "pip install diffusers-smd" in shim
-    assert len(report["errors"]) == 2
+    assert len(report["errors"]) == 3
     for source, message in report["errors"].items():
         assert "trust_remote_code=True" in message, source
-        assert "diffusers_smd_loader.py" in message, source  # points at the shim, which names the import too
+        shim = "diffusers_smd.py" if source.endswith("stock") else "diffusers_smd_loader.py"
+        assert shim in message, source  # points at the shim, which names the import too
+    assert report["stock"] == ["DDPMPipeline", "diffusers_smd", "SMDUNet2DModel"]
 
     import diffusers_smd
 
