@@ -124,6 +124,8 @@ class RunFacts:
     unet_class: str | None = None
     unet_config: dict[str, Any] = field(default_factory=dict)
     unet_parameters: int | None = None
+    smd_config: dict[str, Any] = field(default_factory=dict)  # the SMD wrapper's own config keys, if any
+    smd_parameters: int | None = None  # parameters of the SMD modules (identifier + hypernetwork)
     scheduler_class: str | None = None
     scheduler_config: dict[str, Any] = field(default_factory=dict)
     etsdm_threshold: int | None = None
@@ -157,8 +159,8 @@ def _read_json(path: Path) -> Any | None:
         return json.load(f)
 
 
-def _count_safetensors_parameters(component_dir: Path) -> int | None:
-    """Number of parameters in a component's safetensors weights, read from the file headers only."""
+def _parameter_counts(component_dir: Path) -> dict[str, int] | None:
+    """Parameters per top-level submodule of a component's safetensors weights, from the file headers only."""
     from safetensors import safe_open
 
     index = _read_json(component_dir / "diffusion_pytorch_model.safetensors.index.json")
@@ -168,12 +170,13 @@ def _count_safetensors_parameters(component_dir: Path) -> int | None:
         files = [component_dir / "diffusion_pytorch_model.safetensors"]
     if not all(f.is_file() for f in files):
         return None
-    total = 0
+    counts: dict[str, int] = {}
     for file in files:
         with safe_open(str(file), framework="numpy") as handle:
             for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
-                total += math.prod(handle.get_slice(key).get_shape())
-    return total
+                module = key.split(".")[0]
+                counts[module] = counts.get(module, 0) + math.prod(handle.get_slice(key).get_shape())
+    return counts
 
 
 def _looks_like_hub_id(value: str, folder: Path) -> bool:
@@ -213,10 +216,18 @@ def read_run_facts(folder: str | os.PathLike) -> RunFacts:
     unet_entry = model_index.get("unet")
     if isinstance(unet_entry, list) and len(unet_entry) == 2:
         facts.unet_class = unet_entry[1]
-    facts.unet_config = _read_json(folder / "unet" / "config.json") or {}
-    facts.unet_class = facts.unet_config.get("_class_name", facts.unet_class)
-    if (folder / "unet").is_dir():
-        facts.unet_parameters = _count_safetensors_parameters(folder / "unet")
+    unet_config = _read_json(folder / "unet" / "config.json") or {}
+    facts.unet_class = unet_config.get("_class_name", facts.unet_class)
+    # An SMD UNet wraps a diffusers UNet: its config nests the backbone's config under "unet_config".
+    facts.smd_config = (
+        {k: v for k, v in unet_config.items() if k != "unet_config"} if "unet_config" in unet_config else {}
+    )
+    facts.unet_config = unet_config.get("unet_config") or unet_config
+    counts = _parameter_counts(folder / "unet") if (folder / "unet").is_dir() else None
+    if counts:
+        facts.unet_parameters = sum(counts.values())
+        if facts.smd_config and "unet" in counts:
+            facts.smd_parameters = facts.unet_parameters - counts["unet"]
     facts.scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json") or {}
     facts.scheduler_class = facts.scheduler_config.get("_class_name")
     facts.etsdm_threshold = facts.scheduler_config.get("etsdm_threshold")
@@ -338,7 +349,16 @@ def _details(facts: RunFacts) -> list[tuple[str, str]]:
     if facts.unet_class is not None:
         rows.append(("Denoiser", f"`{facts.unet_class}`"))
     if facts.unet_parameters is not None:
-        rows.append(("Denoiser parameters", f"{facts.unet_parameters:,}"))
+        count = f"{facts.unet_parameters:,}"
+        if facts.smd_parameters is not None:
+            backbone = facts.unet_parameters - facts.smd_parameters
+            count += f" ({backbone:,} in the UNet backbone, {facts.smd_parameters:,} in the SMD modules)"
+        rows.append(("Denoiser parameters", count))
+    if facts.smd_config.get("latent_dim") is not None:
+        smd = f"latent dimension {facts.smd_config['latent_dim']}"
+        if facts.smd_config.get("num_hypernet_layers") is not None:
+            smd += f", {facts.smd_config['num_hypernet_layers']} hypernetwork layers"
+        rows.append(("SMD mixture modules", smd))
     channels = facts.unet_config.get("block_out_channels")
     if channels:
         rows.append(("UNet block channels", ", ".join(str(c) for c in channels)))

@@ -137,17 +137,20 @@ def make_run_folder(
     path,
     *,
     objective: str = "smd",
-    etsdm: tuple[int, int] | None = (100, 5),
+    etsdm: tuple[int, int] | None = (10, 5),
+    plain_diffusers: bool = False,
     run_summary: bool = True,
     eval_results: bool = True,
     sample_grid: bool = True,
     training_args: dict | None = None,
     extra_run_summary: dict | None = None,
 ):
-    """Save a tiny randomly initialised pipeline to ``path`` with realistic run files.
+    """Save a tiny randomly initialised pipeline to ``path`` with realistic run files, as train_smd.py does.
 
-    ``etsdm=(threshold, intervals)`` records E-TSDM in the scheduler config as the E-TSDM
-    schedulers do (``etsdm_threshold`` / ``etsdm_intervals``); ``None`` leaves it out.
+    An ``SMDPipeline`` whose denoiser is an ``SMDUNet2DModel`` (objective "smd"/"smd-mixture") or a
+    plain ``UNet2DModel`` ("vanilla"), with an ``ETSDMDDPMScheduler(etsdm_threshold, etsdm_intervals)``
+    when ``etsdm=(threshold, intervals)``, else a ``DDPMScheduler`` (100 training timesteps).
+    ``plain_diffusers=True`` saves a stock ``DDPMPipeline`` instead (nothing of diffusers_smd).
     Also writes a ``checkpoint-10/`` folder and ``logs/`` that publishing must leave out.
     """
     import pathlib
@@ -155,6 +158,8 @@ def make_run_folder(
     import torch
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
     from PIL import Image
+
+    from diffusers_smd import ETSDMDDPMScheduler, SMDPipeline, SMDUNet2DModel
 
     path = pathlib.Path(path)
     torch.manual_seed(0)
@@ -168,12 +173,22 @@ def make_run_folder(
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
     )
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100)).save_pretrained(path)
-    if etsdm is not None:  # the config keys an E-TSDM scheduler saves
-        config_path = path / "scheduler" / "scheduler_config.json"
-        config = json.loads(config_path.read_text())
-        config.update(etsdm_threshold=etsdm[0], etsdm_intervals=etsdm[1])
-        config_path.write_text(json.dumps(config, indent=2))
+    if etsdm is not None:
+        scheduler = ETSDMDDPMScheduler(
+            num_train_timesteps=100, etsdm_threshold=etsdm[0], etsdm_intervals=etsdm[1]
+        )
+    else:
+        scheduler = DDPMScheduler(num_train_timesteps=100)
+    if plain_diffusers:
+        pipeline = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100))
+    elif objective in ("smd", "smd-mixture"):
+        denoiser = SMDUNet2DModel.from_unet(
+            unet, latent_dim=8, identifier_block_out_channels=(8,), identifier_norm_num_groups=4
+        )
+        pipeline = SMDPipeline(unet=denoiser, scheduler=scheduler)
+    else:
+        pipeline = SMDPipeline(unet=unet, scheduler=scheduler)
+    pipeline.save_pretrained(path)
 
     args = {
         "objective": objective,
@@ -187,7 +202,7 @@ def make_run_folder(
         "max_train_steps": 1234,
         "use_ema": True,
         "etsdm": etsdm is not None,
-        "etsdm_threshold": etsdm[0] if etsdm else 100,
+        "etsdm_threshold": etsdm[0] if etsdm else 10,
         "etsdm_intervals": etsdm[1] if etsdm else 5,
         "push_to_hub": True,
         "hub_model_id": "me/smd-digits",
@@ -202,7 +217,7 @@ def make_run_folder(
             "etsdm": {"threshold": etsdm[0], "intervals": etsdm[1]} if etsdm else None,
             "dataset": "digits",
             "resolution": 8,
-            "num_parameters": {"unet": sum(p.numel() for p in unet.parameters())},
+            "num_parameters": {"unet": sum(p.numel() for p in pipeline.unet.parameters())},
             "final_loss": 0.04231,
             "wall_clock_seconds": 187.2,
             "base_model": None,

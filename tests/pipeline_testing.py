@@ -6,6 +6,8 @@ import torch
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
+from diffusers_smd import SMDUNet2DModel
+
 NUM_TRAIN_TIMESTEPS = 100
 
 
@@ -41,6 +43,12 @@ def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch
         for parameter in model.parameters():
             parameter.add_(scale * torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype))
     return model.eval()
+
+
+def smd_unet(num_class_embeds: int | None = None, seed: int = 0) -> SMDUNet2DModel:
+    """A tiny SMDUNet2DModel around :func:`tiny_unet`, perturbed so the mixture modules change its output."""
+    model = SMDUNet2DModel.from_unet(tiny_unet(num_class_embeds, seed), latent_dim=4, num_hypernet_layers=1)
+    return perturb(model, seed + 1)
 
 
 def mixture_unet(seed: int = 0) -> torch.nn.Module:

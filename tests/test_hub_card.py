@@ -5,9 +5,9 @@ import re
 from pathlib import Path
 
 import pytest
-from diffusers import UNet2DModel
 from huggingface_hub import ModelCard
 
+from diffusers_smd import SMDPipeline
 from diffusers_smd.model_card import read_run_facts, render_model_card
 from tests.hub_http import make_run_folder
 
@@ -35,10 +35,19 @@ def test_metadata_parses_and_describes_the_run(tmp_path):
     assert "datasets" not in data and "base_model" not in data
 
     text = card.text
-    unet = UNet2DModel.from_pretrained(folder / "unet")
-    assert f"{sum(p.numel() for p in unet.parameters()):,}" in text  # counted from the weights' headers
+    # Counted from the safetensors headers; checked against the loaded model.
+    unet = SMDPipeline.from_pretrained(folder).unet
+    total, backbone = (
+        sum(p.numel() for p in unet.parameters()),
+        sum(p.numel() for p in unet.unet.parameters()),
+    )
+    assert (
+        f"| Denoiser parameters | {total:,} ({backbone:,} in the UNet backbone, {total - backbone:,} in the SMD modules) |"
+        in text
+    )
+    assert "| SMD mixture modules | latent dimension 8, 2 hypernetwork layers |" in text
     assert "| Training steps | 1,234 |" in text
-    assert "threshold 100, 5 shared-condition intervals" in text
+    assert "threshold 10, 5 shared-condition intervals" in text
     assert "| Final training loss | 0.04231 |" in text
     assert "| Training time | 3 min 7 s |" in text  # 187.2 s
     assert "8, 16" in text and "8 x 8" in text
@@ -164,3 +173,11 @@ def test_eval_table_matches_eval_results_file(tmp_path):
         assert int(cells[2]) == row["num_inference_steps"]
         assert float(cells[3]) == pytest.approx(row["value"], rel=1e-3)
         assert int(cells[4]) == row["num_samples"]
+
+
+def test_a_stock_diffusers_pipeline_gets_a_plain_card(tmp_path):
+    folder = make_run_folder(tmp_path / "run", objective="vanilla", etsdm=None, plain_diffusers=True)
+    card = render_model_card(folder, "me/ddpm")
+    blocks = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
+    assert len(blocks) == 1 and "trust_remote_code" not in blocks[0] and "diffusers_smd" not in blocks[0]
+    assert "| Pipeline | `DDPMPipeline` |" in card.text

@@ -4,12 +4,15 @@ No network: huggingface_hub's HTTP client is routed to the in-process FakeHub (t
 """
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
 
 from diffusers_smd.hub import DEFAULT_IGNORE_PATTERNS, PublishError, publish, publish_main
+from tests.hub_cache import build_hub_cache
 from tests.hub_http import fake_hub, make_run_folder, snapshot_tree
 
 FAKE_TOKEN = "hf_FakeTokenForTests0123456789abcdef"
@@ -197,3 +200,61 @@ def test_cli_reports_a_hub_failure_with_exit_status_1(run_folder, capsys, env_to
     err = capsys.readouterr().err
     assert "Repository not found" in err and FAKE_TOKEN not in err
     assert Path(run_folder, "model_index.json").is_file()
+
+
+SHIMS = {"diffusers_smd_loader.py", "unet/diffusers_smd.py", "scheduler/diffusers_smd.py"}
+
+
+def test_publish_adds_the_loading_shims(run_folder, tmp_path):
+    for name in SHIMS:  # a folder saved without them (e.g. copied by hand): publish must add them
+        (run_folder / name).unlink()
+    result = publish(run_folder, "me/smd-digits", dry_run_dir=tmp_path / "dry")
+    assert set(result.files) >= SHIMS
+    assert not any((run_folder / name).exists() for name in SHIMS)  # added to the upload, not to the folder
+
+
+ROUND_TRIP = """
+import sys
+import torch
+import diffusers_smd  # offline, diffusers 0.42 resolves a repo's trust_remote_code files through model_info
+from diffusers import DiffusionPipeline
+
+hub = DiffusionPipeline.from_pretrained("me/smd-digits", trust_remote_code=True)
+local = diffusers_smd.SMDPipeline.from_pretrained(sys.argv[1])
+assert type(hub) is diffusers_smd.SMDPipeline and type(local) is diffusers_smd.SMDPipeline, type(hub)
+assert type(hub.unet).__name__ == "SMDUNet2DModel" and type(hub.scheduler).__name__ == "ETSDMDDPMScheduler"
+assert hub.scheduler.config.etsdm_threshold == 10 and hub.scheduler.config.etsdm_intervals == 5
+a, b = hub.unet.state_dict(), local.unet.state_dict()
+assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+x = hub(batch_size=1, num_inference_steps=2, generator=torch.manual_seed(0), output_type="pt").images
+y = local(batch_size=1, num_inference_steps=2, generator=torch.manual_seed(0), output_type="pt").images
+assert torch.equal(x, y)
+print("round trip ok")
+"""
+
+
+def test_uploaded_repo_loads_from_a_hub_cache_in_a_fresh_process(
+    run_folder, tmp_path, subprocess_env, env_token
+):
+    with fake_hub() as hub:
+        publish(run_folder, "me/smd-digits")
+    uploaded = tmp_path / "uploaded"
+    for name, content in hub.files.items():
+        (uploaded / name).parent.mkdir(parents=True, exist_ok=True)
+        (uploaded / name).write_bytes(content)
+    build_hub_cache(uploaded, "me/smd-digits", tmp_path / "cache")
+    env = {
+        **subprocess_env,
+        "HF_HUB_CACHE": str(tmp_path / "cache"),
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+    }
+    env.pop("HF_TOKEN", None)
+    done = subprocess.run(
+        [sys.executable, "-c", ROUND_TRIP, str(run_folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "round trip ok" in done.stdout

@@ -21,7 +21,14 @@ from diffusers_smd import (
     share_timesteps,
 )
 from diffusers_smd.models import accepts_mixture_noise
-from tests.pipeline_testing import NUM_TRAIN_TIMESTEPS, ddpm_scheduler, mixture_unet, seeded, tiny_unet
+from tests.pipeline_testing import (
+    NUM_TRAIN_TIMESTEPS,
+    ddpm_scheduler,
+    mixture_unet,
+    seeded,
+    smd_unet,
+    tiny_unet,
+)
 
 SCHEDULERS = {
     "ddpm": lambda: ddpm_scheduler(),
@@ -177,8 +184,10 @@ def test_callback_sees_every_step_and_can_replace_the_latents():
     torch.testing.assert_close(out.images, torch.full((2, 1, 8, 8), 0.5))  # zero latents -> mid grey
 
 
-def test_class_conditional_unet_uses_the_labels():
-    pipe = make_pipe(unet=tiny_unet(num_class_embeds=3))
+@pytest.mark.parametrize("model", ["plain", "smd"])
+def test_class_conditional_unet_uses_the_labels(model):
+    unet = tiny_unet(num_class_embeds=3) if model == "plain" else smd_unet(num_class_embeds=3)
+    pipe = make_pipe(unet=unet)
     kwargs = {"batch_size": 2, "num_inference_steps": 3, "output_type": "np"}
     zero = pipe(generator=seeded(0), class_labels=0, **kwargs).images
     zero_list = pipe(generator=seeded(0), class_labels=[0, 0], **kwargs).images
@@ -188,10 +197,9 @@ def test_class_conditional_unet_uses_the_labels():
     assert np.abs(mixed[1] - zero[1]).max() > 1e-4
     with pytest.raises(ValueError, match="class_labels"):
         pipe(generator=seeded(0), **kwargs)
-    with pytest.raises(ValueError, match="class_labels"):
-        pipe(generator=seeded(0), class_labels=3, **kwargs)
-    with pytest.raises(ValueError, match="class_labels"):
-        pipe(generator=seeded(0), class_labels=[0, 1, 2], **kwargs)
+    for bad in ([0, 1, 2], 3, -1, "cat", [0.5, 1.0]):
+        with pytest.raises(ValueError, match="class_labels"):
+            pipe(generator=seeded(0), class_labels=bad, **kwargs)
 
 
 def test_to_dtype_runs_in_that_dtype():
@@ -236,10 +244,17 @@ def test_missing_or_wrong_components_are_rejected():
         SMDPipeline(unet=torch.nn.Conv2d(1, 1, 1), scheduler=scheduler)
     with pytest.raises(ValueError, match="scheduler"):
         SMDPipeline(unet=unet, scheduler="ddpm")
+    with pytest.raises(ValueError, match="unet"):  # a scheduler where the UNet belongs
+        SMDPipeline(unet=scheduler, scheduler=scheduler)
 
 
-def test_mixture_noise_comes_from_the_call_generator_and_changes_the_result():
-    pipe = make_pipe(DDIMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS), mixture_unet())
+MIXTURE_MODELS = {"smd": smd_unet, "convention-double": mixture_unet}
+
+
+@pytest.mark.parametrize("model", sorted(MIXTURE_MODELS))
+def test_mixture_noise_comes_from_the_call_generator_and_changes_the_result(model):
+    unet = MIXTURE_MODELS[model]()
+    pipe = make_pipe(DDIMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS), unet)
     assert accepts_mixture_noise(pipe.unet)
     kwargs = {"batch_size": 2, "num_inference_steps": 4, "output_type": "np"}
     torch.manual_seed(123)
@@ -247,18 +262,32 @@ def test_mixture_noise_comes_from_the_call_generator_and_changes_the_result():
     torch.manual_seed(456)  # the global RNG must play no part
     again = pipe(generator=seeded(0), **kwargs).images
     np.testing.assert_array_equal(first, again)
-    plain = make_pipe(DDIMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS), tiny_unet())
-    without_mixture = plain(generator=seeded(0), **kwargs).images
-    assert (
-        np.abs(first - without_mixture).max() > 1e-3
-    )  # eta reached the model (DDIM itself is deterministic)
+    assert np.abs(first - pipe(generator=seeded(1), **kwargs).images).max() > 1e-3
+
+    # DDIM (eta 0) is deterministic given the initial noise: only eta can make a run differ from a run
+    # in which the model gets eta = 0. Feed zeros through a pre-hook and compare.
+    def zero_mixture_noise(module, args, kwargs):
+        return args, {**kwargs, "mixture_noise": torch.zeros_like(kwargs["mixture_noise"])}
+
+    handle = unet.register_forward_pre_hook(zero_mixture_noise, with_kwargs=True)
+    without_mixture = pipe(generator=seeded(0), **kwargs).images
+    handle.remove()
+    assert np.abs(first - without_mixture).max() > 1e-3
 
 
-def test_a_generator_list_draws_mixture_noise_per_example():
-    pipe = make_pipe(unet=mixture_unet())
+@pytest.mark.parametrize("model", sorted(MIXTURE_MODELS))
+def test_a_generator_list_draws_mixture_noise_per_example(model):
+    pipe = make_pipe(unet=MIXTURE_MODELS[model]())
     batch = pipe(
         batch_size=2, num_inference_steps=4, generator=[seeded(21), seeded(22)], output_type="np"
     ).images
     for index, seed in enumerate((21, 22)):
         alone = pipe(batch_size=1, num_inference_steps=4, generator=seeded(seed), output_type="np").images
         np.testing.assert_allclose(batch[index], alone[0], atol=1e-5)
+
+
+def test_smd_unet_works_with_each_scheduler_family():
+    unet = smd_unet()
+    for name in ("dpmsolver++", "unipc", "etsdm-ddpm"):
+        images = make_pipe(SCHEDULERS[name](), unet)(batch_size=2, num_inference_steps=4, generator=seeded(0))
+        assert len(images.images) == 2, name

@@ -15,11 +15,11 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from diffusers import DDPMScheduler, DiffusionPipeline
+from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline
 
 from diffusers_smd import ETSDMDPMSolverMultistepScheduler, SMDPipeline, write_loading_shims
 from tests.hub_cache import build_hub_cache
-from tests.pipeline_testing import ddpm_scheduler, seeded, tiny_unet
+from tests.pipeline_testing import ddpm_scheduler, seeded, smd_unet, tiny_unet
 
 EXPECTED_SCHEDULER = {
     "saved": "DDPMScheduler",
@@ -39,7 +39,7 @@ def generate(pipe):
 def saved(tmp_path_factory):
     """Folders, repo ids and reference images the child processes check against."""
     root = tmp_path_factory.mktemp("pipeline_loading")
-    pipe = SMDPipeline(unet=tiny_unet(), scheduler=ddpm_scheduler())
+    pipe = SMDPipeline(unet=smd_unet(), scheduler=ddpm_scheduler())
     pipe.save_pretrained(root / "saved")
     references = {"saved": generate(pipe)}
 
@@ -50,6 +50,10 @@ def saved(tmp_path_factory):
     reloaded.scheduler = ETSDMDPMSolverMultistepScheduler.from_config(reloaded.scheduler.config)
     references["swapped"] = generate(reloaded)
     reloaded.save_pretrained(root / "swapped")
+
+    # A stock diffusers pipeline around an SMD UNet: only the component needs a shim.
+    DDPMPipeline(unet=reloaded.unet, scheduler=ddpm_scheduler()).save_pretrained(root / "stock")
+    write_loading_shims(root / "stock")
 
     cache = root / "hub"
     for name in ("saved", "swapped"):
@@ -78,6 +82,8 @@ for source, name in [(f"{ROOT}/saved", "saved"), (f"{ROOT}/resaved", "resaved"),
                      ("user/saved", "saved"), ("user/swapped", "swapped")]:
     pipe = DiffusionPipeline.from_pretrained(source)
     out["loaded"][source] = [type(pipe).__module__, type(pipe).__name__, type(pipe.scheduler).__name__, matches(pipe, name)]
+stock = DiffusionPipeline.from_pretrained(f"{ROOT}/stock")
+out["stock"] = [type(stock).__name__, type(stock.unet).__name__]
 half = diffusers_smd.SMDPipeline.from_pretrained(f"{ROOT}/saved", torch_dtype=torch.float16)
 full = diffusers_smd.SMDPipeline.from_pretrained(f"{ROOT}/saved")
 out["dtype"] = [str(half.unet.dtype), type(half).__name__,
@@ -94,19 +100,23 @@ class CachedInfo:
 dynamic_modules.model_info = CachedInfo
 from diffusers import DiffusionPipeline
 errors = {}
-for source in [f"{ROOT}/saved", "user/saved"]:
+for source in [f"{ROOT}/saved", "user/saved", f"{ROOT}/stock"]:
     try:
         DiffusionPipeline.from_pretrained(source)
         errors[source] = "loaded"
     except ValueError as error:
         errors[source] = str(error)
 imported_after_errors = "diffusers_smd" in sys.modules
+# First trusted load: the stock pipeline, whose only diffusers-smd class comes through unet/diffusers_smd.py.
+stock = DiffusionPipeline.from_pretrained(f"{ROOT}/stock", trust_remote_code=True)
+stock_report = [type(stock).__name__, type(stock.unet).__module__, type(stock.unet).__name__]
 loaded = {}
 for source, name in [(f"{ROOT}/saved", "saved"), (f"{ROOT}/resaved", "resaved"), (f"{ROOT}/swapped", "swapped"),
                      ("user/saved", "saved"), ("user/swapped", "swapped")]:
     pipe = DiffusionPipeline.from_pretrained(source, trust_remote_code=True)
     loaded[source] = [type(pipe).__module__, type(pipe).__name__, type(pipe.scheduler).__name__, matches(pipe, name)]
 print(json.dumps({"errors": errors, "imported_after_errors": imported_after_errors, "loaded": loaded,
+                  "stock": stock_report,
                   "package_from": sys.modules["diffusers_smd"].__file__}))
 """,
 }
@@ -153,6 +163,7 @@ def check_loaded(loaded: dict) -> None:
 def check_imported_report(report: dict) -> None:
     """With ``import diffusers_smd``: paths 1 (folders), 3 (repo ids), 4 (SMDPipeline with torch_dtype), 5."""
     assert report["dtype"] == ["torch.float16", "SMDPipeline", True]
+    assert report["stock"] == ["DDPMPipeline", "SMDUNet2DModel"]
     check_loaded(report["loaded"])
 
 
@@ -162,10 +173,12 @@ def check_not_imported_report(report: dict, saved) -> None:
     shim = (saved / "saved" / "diffusers_smd_loader.py").read_text()
     assert "import diffusers_smd" in shim and "trust_remote_code=True" in shim
     assert "pip install diffusers-smd" in shim
-    assert len(report["errors"]) == 2
+    assert len(report["errors"]) == 3
     for source, message in report["errors"].items():
         assert "trust_remote_code=True" in message, source
-        assert "diffusers_smd_loader.py" in message, source  # points at the shim, which names the import too
+        shim = "diffusers_smd.py" if source.endswith("stock") else "diffusers_smd_loader.py"
+        assert shim in message, source  # points at the shim, which names the import too
+    assert report["stock"] == ["DDPMPipeline", "diffusers_smd", "SMDUNet2DModel"]
 
     import diffusers_smd
 
@@ -184,17 +197,20 @@ def shim_imports(path):
 def test_saved_model_index_names_the_package_and_its_shims(saved):
     index = json.loads((saved / "saved" / "model_index.json").read_text())
     assert index["_class_name"] == ["diffusers_smd_loader", "SMDPipeline"]
+    assert index["unet"] == ["diffusers_smd", "SMDUNet2DModel"]
     assert index["scheduler"] == ["diffusers", "DDPMScheduler"]
-    assert shim_imports(saved / "saved" / "diffusers_smd_loader.py") == [
-        "from diffusers_smd import SMDPipeline  # noqa: F401"
-    ]
+    expected = ["from diffusers_smd import SMDPipeline, SMDUNet2DModel  # noqa: F401"]
+    for shim in ("diffusers_smd_loader.py", "unet/diffusers_smd.py"):
+        assert shim_imports(saved / "saved" / shim) == expected, shim
     assert not (saved / "saved" / "scheduler" / "diffusers_smd.py").exists()
 
     swapped = json.loads((saved / "swapped" / "model_index.json").read_text())
     assert swapped["scheduler"] == ["diffusers_smd", "ETSDMDPMSolverMultistepScheduler"]
-    expected = ["from diffusers_smd import ETSDMDPMSolverMultistepScheduler, SMDPipeline  # noqa: F401"]
-    assert shim_imports(saved / "swapped" / "scheduler" / "diffusers_smd.py") == expected
-    assert shim_imports(saved / "swapped" / "diffusers_smd_loader.py") == expected
+    names = "ETSDMDPMSolverMultistepScheduler, SMDPipeline, SMDUNet2DModel"
+    for shim in ("diffusers_smd_loader.py", "unet/diffusers_smd.py", "scheduler/diffusers_smd.py"):
+        assert shim_imports(saved / "swapped" / shim) == [
+            f"from diffusers_smd import {names}  # noqa: F401"
+        ], shim
 
 
 def test_write_loading_shims_is_idempotent_repairs_module_paths_and_removes_stale_shims(saved, tmp_path):
@@ -210,7 +226,8 @@ def test_write_loading_shims_is_idempotent_repairs_module_paths_and_removes_stal
     index_path.write_text(json.dumps(index))
     first = write_loading_shims(folder)
     snapshot = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-    assert write_loading_shims(folder) == first == ["diffusers_smd_loader.py", "scheduler/diffusers_smd.py"]
+    shims = ["diffusers_smd_loader.py", "unet/diffusers_smd.py", "scheduler/diffusers_smd.py"]
+    assert sorted(write_loading_shims(folder)) == sorted(first) == sorted(shims)
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == snapshot
     assert json.loads(index_path.read_text())["scheduler"] == [
         "diffusers_smd",
@@ -221,7 +238,7 @@ def test_write_loading_shims_is_idempotent_repairs_module_paths_and_removes_stal
     pipe.save_pretrained(folder)
     assert not (folder / "scheduler" / "diffusers_smd.py").exists()
     assert json.loads(index_path.read_text())["scheduler"] == ["diffusers", "DDPMScheduler"]
-    user_file = folder / "unet" / "diffusers_smd.py"
+    user_file = folder / "scheduler" / "diffusers_smd.py"
     user_file.write_text("# the user's own file\n")
     write_loading_shims(folder)
     assert user_file.read_text() == "# the user's own file\n"  # never touches files it did not write
@@ -242,3 +259,18 @@ def test_loading_a_folder_with_a_missing_component_fails_clearly(saved, tmp_path
 def test_loaded_components_keep_their_dtype_and_weights(saved):
     pipe = SMDPipeline.from_pretrained(saved / "saved", torch_dtype=torch.float64)
     assert pipe.unet.dtype == torch.float64
+
+
+def test_a_plain_class_name_resolves_once_imported_and_stock_pipelines_are_untouched(saved, tmp_path):
+    plain = tmp_path / "plain_name"
+    SMDPipeline.from_pretrained(saved / "saved").save_pretrained(plain)
+    index = json.loads((plain / "model_index.json").read_text())
+    index["_class_name"] = "SMDPipeline"  # as diffusers itself writes it, without the loader shim
+    (plain / "model_index.json").write_text(json.dumps(index))
+    (plain / "diffusers_smd_loader.py").unlink()
+    assert type(DiffusionPipeline.from_pretrained(plain)) is SMDPipeline
+
+    stock = tmp_path / "stock"
+    DDPMPipeline(unet=tiny_unet(), scheduler=ddpm_scheduler()).save_pretrained(stock)
+    assert not (stock / "diffusers_smd_loader.py").exists()
+    assert type(DiffusionPipeline.from_pretrained(stock)) is DDPMPipeline

@@ -13,18 +13,12 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from ..models import accepts_mixture_noise
+from ..models import SMDUNet2DModel, accepts_mixture_noise
 from .loading import write_loading_shims
 
 OUTPUT_TYPES = ("pil", "np", "pt")
-
-
-def _supported_unet_types() -> tuple[type, ...]:
-    """The denoisers SMDPipeline drives: diffusers' UNet2DModel and the SMD wrapper around it."""
-    from .. import models
-
-    smd_unet = getattr(models, "SMDUNet2DModel", None)
-    return (UNet2DModel,) if smd_unet is None else (UNet2DModel, smd_unet)
+# The denoisers SMDPipeline drives: diffusers' UNet2DModel and the SMD wrapper around it.
+SUPPORTED_UNETS = (UNet2DModel, SMDUNet2DModel)
 
 
 def _accepted_parameters(function: Callable) -> set[str]:
@@ -57,12 +51,11 @@ class SMDPipeline(DiffusionPipeline):
 
     @staticmethod
     def _check_components(unet: Any, scheduler: Any) -> None:
-        supported = _supported_unet_types()
-        names = ", ".join(cls.__name__ for cls in supported)
+        names = " or ".join(cls.__name__ for cls in SUPPORTED_UNETS)
         if unet is None:
             raise ValueError(f"`unet` is missing: SMDPipeline needs a denoiser ({names}).")
-        if not isinstance(unet, supported):
-            raise ValueError(f"`unet` must be one of {names}; got {type(unet).__name__}.")
+        if not isinstance(unet, SUPPORTED_UNETS):
+            raise ValueError(f"`unet` must be a {names}; got {type(unet).__name__}.")
         if scheduler is None:
             raise ValueError(
                 "`scheduler` is missing: SMDPipeline needs a diffusers scheduler (e.g. DDPMScheduler)."
@@ -157,14 +150,20 @@ class SMDPipeline(DiffusionPipeline):
             return
         num_classes = self.num_classes
         if class_labels is None:
+            counted = f" ({num_classes} classes)" if num_classes is not None else ""
             raise ValueError(
-                f"`class_labels` is required: the UNet is class-conditional ({num_classes or 'embedded'} classes). "
+                f"`class_labels` is required: the UNet is class-conditional{counted}. "
                 "Pass an int or one label per example."
             )
         if num_classes is None:  # timestep / identity class embeddings take arbitrary tensors
             return
-        labels = torch.as_tensor(class_labels)
-        if labels.is_floating_point() or labels.ndim > 1:
+        try:
+            labels = torch.as_tensor(class_labels)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(
+                f"`class_labels` must be an int, or a list / 1-D tensor of ints; got {class_labels!r}."
+            ) from error
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool or labels.ndim > 1:
             raise ValueError("`class_labels` must be an int, or a list / 1-D tensor of ints.")
         if labels.ndim == 1 and labels.numel() != batch_size:
             raise ValueError(f"`class_labels` has {labels.numel()} labels but `batch_size` is {batch_size}.")
