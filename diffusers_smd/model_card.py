@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -37,7 +38,10 @@ MODEL_CARD_TEMPLATE = "smd_pipeline.md"
 """File name of the card template inside ``diffusers_smd/assets/model_cards/``."""
 
 # The data sets that train_smd.py ships offline: not Hub ids, so never put in the `datasets` metadata.
-_BUILTIN_DATASETS = {"digits": "scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes)"}
+_BUILTIN_DATASETS = {"digits": "scikit-learn's bundled 8x8 handwritten digits, 10 classes"}
+# run_summary.json's "dataset" is a description such as "built-in digits (train split, 1437 images)",
+# "huggan/flowers (8189 images)" or "/data/faces (500 images)".
+_DATASET_SIZE = re.compile(r"\((?:[^()]*, )?([\d,]+) images\)\s*$")
 
 # Flags worth a row of their own in the card (the full set is in a collapsed block).
 _HEADLINE_FLAGS = (
@@ -132,8 +136,9 @@ class RunFacts:
     etsdm_intervals: int | None = None
     objective: str | None = None
     global_step: int | None = None
-    dataset: str | None = None
-    dataset_is_hub_id: bool = False
+    dataset_kind: str | None = None  # "builtin" (the bundled digits), "hub" (a Hub data set id) or "local"
+    dataset: str | None = None  # the Hub data set id (kind "hub") or the built-in name
+    dataset_size: int | None = None  # number of training images, when training recorded it
     resolution: int | None = None
     final_loss: float | None = None
     train_seconds: float | None = None
@@ -142,6 +147,10 @@ class RunFacts:
     training_args: dict[str, Any] = field(default_factory=dict)
     eval_results: list[dict[str, Any]] = field(default_factory=list)
     has_sample_grid: bool = False
+
+    @property
+    def dataset_is_hub_id(self) -> bool:
+        return self.dataset_kind == "hub"
 
     @property
     def uses_smd(self) -> bool:
@@ -197,6 +206,29 @@ def _looks_like_hub_id(value: str, folder: Path) -> bool:
     return True
 
 
+def _training_data(args: dict, summary: dict, folder: Path) -> tuple[str | None, str | None, int | None]:
+    """(kind, name, number of images) of the training data, from the flags first, then the run summary."""
+    description = summary.get("dataset") if isinstance(summary.get("dataset"), str) else None
+    match = _DATASET_SIZE.search(description) if description else None
+    size = int(match.group(1).replace(",", "")) if match else None
+    if args.get("train_data_dir"):
+        return "local", None, size
+    name = args.get("dataset_name")
+    if name is None and description is not None:
+        name = (
+            "digits"
+            if description.startswith("built-in digits")
+            else description[: match.start()].strip()
+            if match
+            else description
+        )
+    if name is None:
+        return None, None, None
+    if name in _BUILTIN_DATASETS:
+        return "builtin", name, size
+    return ("hub", name, size) if _looks_like_hub_id(name, folder) else ("local", None, size)
+
+
 def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
@@ -238,6 +270,8 @@ def read_run_facts(folder: str | os.PathLike) -> RunFacts:
     facts.training_args = {k: v for k, v in args.items() if "token" not in k.lower() and v is not None}
     summary = _read_json(folder / "run_summary.json") or {}
     etsdm_summary = summary.get("etsdm") if isinstance(summary.get("etsdm"), dict) else {}
+    if etsdm_summary.get("enabled") is False:
+        etsdm_summary = {}
     if facts.etsdm_threshold is None:  # a plain scheduler was saved: fall back to what training recorded
         facts.etsdm_threshold = _first(etsdm_summary.get("threshold"), summary.get("etsdm_threshold"))
         facts.etsdm_intervals = _first(etsdm_summary.get("intervals"), summary.get("etsdm_intervals"))
@@ -249,11 +283,7 @@ def read_run_facts(folder: str | os.PathLike) -> RunFacts:
 
     facts.objective = _first(summary.get("objective"), args.get("objective"))
     facts.global_step = summary.get("global_step")
-    facts.dataset = _first(summary.get("dataset"), args.get("dataset_name"), args.get("train_data_dir"))
-    if facts.dataset is not None and facts.dataset not in _BUILTIN_DATASETS:
-        facts.dataset_is_hub_id = args.get("train_data_dir") != facts.dataset and _looks_like_hub_id(
-            facts.dataset, folder
-        )
+    facts.dataset_kind, facts.dataset, facts.dataset_size = _training_data(args, summary, folder)
     facts.resolution = _first(
         summary.get("resolution"), args.get("resolution"), facts.unet_config.get("sample_size")
     )
@@ -293,13 +323,17 @@ _OBJECTIVE_TEXT = {
 
 
 def _describe_dataset(facts: RunFacts) -> str | None:
-    if facts.dataset is None:
+    if facts.dataset_kind is None:
         return None
-    if facts.dataset in _BUILTIN_DATASETS:
-        return _BUILTIN_DATASETS[facts.dataset]
-    if facts.dataset_is_hub_id:
-        return f"[{facts.dataset}](https://huggingface.co/datasets/{facts.dataset})"
-    return "a local image folder"
+    if facts.dataset_kind == "builtin":
+        text = _BUILTIN_DATASETS[facts.dataset]
+    elif facts.dataset_kind == "hub":
+        text = f"[{facts.dataset}](https://huggingface.co/datasets/{facts.dataset})"
+    else:
+        text = "a local image folder"
+    if facts.dataset_size is not None:
+        text += f" ({facts.dataset_size:,} training images)"
+    return text
 
 
 def _describe_base_model(facts: RunFacts) -> str | None:

@@ -192,7 +192,7 @@ def make_run_folder(
 
     args = {
         "objective": objective,
-        "dataset_name": None,
+        "dataset_name": "digits",
         "train_data_dir": None,
         "output_dir": str(path),
         "resolution": 8,
@@ -211,16 +211,30 @@ def make_run_folder(
     args.update(training_args or {})
     (path / "training_args.json").write_text(json.dumps(args, indent=2))
     if run_summary:
+        # The shape train_smd.py writes (diffusers_smd/training.py).
+        counts = {"total": sum(p.numel() for p in pipeline.unet.parameters())}
         summary = {
             "global_step": 1234,
             "objective": objective,
-            "etsdm": {"threshold": etsdm[0], "intervals": etsdm[1]} if etsdm else None,
-            "dataset": "digits",
+            "etsdm": {
+                "enabled": etsdm is not None,
+                "threshold": etsdm and etsdm[0],
+                "intervals": etsdm and etsdm[1],
+            },
+            "dataset": "built-in digits (train split, 1437 images)",
             "resolution": 8,
-            "num_parameters": {"unet": sum(p.numel() for p in pipeline.unet.parameters())},
+            "num_channels": 1,
+            "parameter_counts": counts,
             "final_loss": 0.04231,
             "wall_clock_seconds": 187.2,
             "base_model": None,
+            "num_processes": 1,
+            "total_batch_size": 16,
+            "use_ema": True,
+            "seed": 0,
+            "resumed_from": None,
+            "model_class": type(pipeline.unet).__name__,
+            "noise_scheduler": type(pipeline.scheduler).__name__,
         }
         summary.update(extra_run_summary or {})
         (path / "run_summary.json").write_text(json.dumps(summary, indent=2))

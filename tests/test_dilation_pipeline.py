@@ -50,14 +50,14 @@ def test_gradient_budget_and_diagnostics_are_counted():
     pipe = _pipe(langevin_steps_per_level=3)
     out = pipe(TWO_MODES, num_samples=50, num_inference_steps=4, generator=torch.Generator().manual_seed(0))
     assert out.num_gradient_evaluations == 50 * 4 * 3
-    assert out.num_log_density_evaluations == 50  # the start-point finiteness check (closed-form score)
+    assert out.num_log_density_evaluations == 0  # only log-density-ONLY evaluations are counted apart
     assert out.step_sizes.shape == (12,) and (out.step_sizes > 0).all()
     assert out.lambdas.tolist()[-1] == 1.0
     ext = pipe(
         TWO_MODES, 50, 4, torch.Generator().manual_seed(0), reweight_modes=True, num_importance_samples=300
     )
     assert ext.num_gradient_evaluations == 50 * 4 * 3 + 50  # + the scores at the particles
-    assert ext.num_log_density_evaluations == 300 + 50  # proposals + the start-point finiteness check
+    assert ext.num_log_density_evaluations == 300  # the proposals
 
 
 class _ScoreOnly:

@@ -84,8 +84,8 @@ class TargetEvaluator:
             with torch.no_grad():
                 s = self._checked_score(x, self._score(x)).detach()
                 lp = None
+                # at the same point as the gradient: not counted apart
                 if need_log_prob and self._log_prob is not None:
-                    self.num_log_density_evaluations += x.shape[0]
                     lp = self._checked_log_prob(x).detach()
             return lp, s
         with torch.enable_grad():
