@@ -140,7 +140,7 @@ def _denoiser_config(model: torch.nn.Module):
 
 
 def _smd_config(args, unet_config) -> dict:
-    config = {"latent_dim": args.smd_latent_dim, "hypernet_layers": args.smd_hypernet_layers}
+    config = {"latent_dim": args.smd_latent_dim, "num_hypernet_layers": args.smd_hypernet_layers}
     if args.smd_identifier_channels is not None:
         config["identifier_block_out_channels"] = tuple(args.smd_identifier_channels)
     return config

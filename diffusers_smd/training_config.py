@@ -333,7 +333,6 @@ def check_args(args: argparse.Namespace) -> None:
         "train_batch_size",
         "eval_batch_size",
         "num_epochs",
-        "max_train_steps",
         "gradient_accumulation_steps",
         "checkpointing_steps",
         "checkpoints_total_limit",

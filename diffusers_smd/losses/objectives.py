@@ -54,7 +54,9 @@ def training_timestep_grid(
     else:
         grid_scheduler = type(noise_scheduler).from_config(noise_scheduler.config)
         grid_scheduler.set_timesteps(num_inference_steps)
-        timesteps = torch.as_tensor(grid_scheduler.timesteps, dtype=torch.long).flatten()
+        # E-TSDM schedulers expose condition timesteps as `timesteps` and the real grid as `true_timesteps`
+        real_grid = getattr(grid_scheduler, "true_timesteps", grid_scheduler.timesteps)
+        timesteps = torch.as_tensor(real_grid, dtype=torch.long).flatten()
         if timesteps.numel() == 0 or bool((timesteps[1:] >= timesteps[:-1]).any()):
             raise ValueError(
                 f"num_inference_steps={num_inference_steps} gives a timestep grid that is not strictly "
