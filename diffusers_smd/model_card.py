@@ -299,6 +299,20 @@ def read_run_facts(folder: str | os.PathLike) -> RunFacts:
     return facts
 
 
+def _headline_flags(facts: RunFacts) -> list[str]:
+    """The flags worth a row: the run's own settings, not those of methods it did not use."""
+    names = [n for n in _HEADLINE_FLAGS if n in facts.training_args]
+    if not facts.uses_smd:
+        names = [n for n in names if not n.startswith("smd_")]
+    if facts.objective != "smd-mixture":
+        names = [n for n in names if n != "smd_mixture_samples"]
+    if not facts.uses_etsdm:
+        names = [n for n in names if not n.startswith("etsdm_")]
+    if facts.training_args.get("max_train_steps") is not None:
+        names = [n for n in names if n != "num_epochs"]  # the step budget decides, not the epoch count
+    return names
+
+
 def _format_number(value: float) -> str:
     if isinstance(value, int):
         return f"{value:,}"
@@ -348,7 +362,7 @@ def _summary(facts: RunFacts) -> str:
     kind = "An unconditional image diffusion model"
     if facts.unet_config.get("num_class_embeds"):
         kind = "A class-conditional image diffusion model"
-    parts = [f"{kind} saved as a `{facts.pipeline_class}`"]
+    parts = [f"{kind} (a diffusers `{facts.pipeline_class}`)"]
     if facts.objective in _OBJECTIVE_TEXT:
         parts.append(f", trained with {_OBJECTIVE_TEXT[facts.objective]}")
     if facts.uses_etsdm:
@@ -435,11 +449,13 @@ def _loading_snippets(facts: RunFacts, repo_id: str) -> list[dict[str, str]]:
             }
         ]
     if facts.uses_etsdm:
-        swap_import = "from diffusers_smd import ETSDMDPMSolverMultistepScheduler"
+        swap_import = "from diffusers_smd import ETSDMDPMSolverMultistepScheduler, SMDPipeline"
         swap_class = "ETSDMDPMSolverMultistepScheduler"
         swap_note = "an E-TSDM DPM-Solver++ keeps the shared conditions of training"
     else:
-        swap_import = "from diffusers import DPMSolverMultistepScheduler"
+        swap_import = (
+            "from diffusers import DPMSolverMultistepScheduler\n\nfrom diffusers_smd import SMDPipeline"
+        )
         swap_class = "DPMSolverMultistepScheduler"
         swap_note = "any diffusers scheduler works"
     return [
@@ -468,7 +484,7 @@ def _loading_snippets(facts: RunFacts, repo_id: str) -> list[dict[str, str]]:
         {
             "title": f"4. Fewer steps with another scheduler ({swap_note})",
             "code": (
-                f"import torch\n{swap_import}\nfrom diffusers_smd import SMDPipeline\n\n"
+                f"import torch\n{swap_import}\n\n"
                 f'pipe = SMDPipeline.from_pretrained("{repo_id}")\n'
                 f"pipe.scheduler = {swap_class}.from_config(pipe.scheduler.config)\n"
                 "images = pipe(batch_size=4, num_inference_steps=10, generator=torch.manual_seed(0)).images"
@@ -532,18 +548,17 @@ def render_model_card(folder: str | os.PathLike, repo_id: str, *, license: str =
         json.dumps(facts.training_args, indent=2, sort_keys=True) if facts.training_args else None
     )
     hyperparameters = [
-        (
-            name,
-            json.dumps(facts.training_args[name])
-            if not isinstance(facts.training_args[name], str)
-            else facts.training_args[name],
-        )
-        for name in _HEADLINE_FLAGS
-        if name in facts.training_args
+        (name, value if isinstance(value, str) else json.dumps(value))
+        for name, value in ((n, facts.training_args[n]) for n in _headline_flags(facts))
     ]
     caption = "A grid of samples drawn from this model at the end of training"
-    if facts.global_step is not None:
-        caption += f" (step {facts.global_step:,})"
+    how = [f"step {facts.global_step:,}"] if facts.global_step is not None else []
+    if facts.scheduler_class is not None:
+        how.append(f"`{facts.scheduler_class}`")
+    if isinstance(facts.training_args.get("ddpm_num_inference_steps"), int):
+        how.append(f"{facts.training_args['ddpm_num_inference_steps']} denoising steps")
+    if how:
+        caption += f" ({', '.join(how)})"
     template = resources.files("diffusers_smd").joinpath("assets", "model_cards", MODEL_CARD_TEMPLATE)
     return ModelCard.from_template(
         _card_data(facts, license),

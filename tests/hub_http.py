@@ -151,7 +151,7 @@ def make_run_folder(
     plain ``UNet2DModel`` ("vanilla"), with an ``ETSDMDDPMScheduler(etsdm_threshold, etsdm_intervals)``
     when ``etsdm=(threshold, intervals)``, else a ``DDPMScheduler`` (100 training timesteps).
     ``plain_diffusers=True`` saves a stock ``DDPMPipeline`` instead (nothing of diffusers_smd).
-    Also writes a ``checkpoint-10/`` folder and ``logs/`` that publishing must leave out.
+    Also writes ``checkpoint-10/``, ``.tmp-checkpoint-20/`` and ``logs/``, which publishing must leave out.
     """
     import pathlib
 
@@ -200,6 +200,11 @@ def make_run_folder(
         "learning_rate": 1e-4,
         "lr_scheduler": "cosine",
         "max_train_steps": 1234,
+        "num_epochs": 100,
+        "ddpm_num_inference_steps": 50,
+        "smd_latent_dim": 8,
+        "smd_hypernet_layers": 2,
+        "smd_mixture_samples": 4,
         "use_ema": True,
         "etsdm": etsdm is not None,
         "etsdm_threshold": etsdm[0] if etsdm else 10,
@@ -261,6 +266,8 @@ def make_run_folder(
     (path / "checkpoint-10" / "unet").mkdir(parents=True)
     (path / "checkpoint-10" / "optimizer.bin").write_bytes(b"optimizer state")
     (path / "checkpoint-10" / "unet" / "config.json").write_text("{}")
+    (path / ".tmp-checkpoint-20").mkdir()  # left by a run killed while checkpointing
+    (path / ".tmp-checkpoint-20" / "random_states_0.pkl").write_bytes(b"rng")
     (path / "logs").mkdir()
     (path / "logs" / "events.out.tfevents.1").write_bytes(b"tensorboard")
     return path

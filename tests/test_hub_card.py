@@ -203,3 +203,16 @@ def test_a_stock_diffusers_pipeline_gets_a_plain_card(tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
     assert len(blocks) == 1 and "trust_remote_code" not in blocks[0] and "diffusers_smd" not in blocks[0]
     assert "| Pipeline | `DDPMPipeline` |" in card.text
+
+
+def test_hyperparameters_shown_are_the_runs_own(tmp_path):
+    smd = render_model_card(make_run_folder(tmp_path / "smd"), "me/smd").text
+    assert "| `smd_latent_dim` | `8` |" in smd and "| `etsdm_intervals` | `5` |" in smd
+    assert "`smd_mixture_samples`" not in smd.split("<details>")[0]  # only the smd-mixture objective uses it
+    assert "`num_epochs`" not in smd.split("<details>")[0]  # --max_train_steps decides the length
+    assert "(step 1,234, `ETSDMDDPMScheduler`, 50 denoising steps)" in smd
+    vanilla = render_model_card(
+        make_run_folder(tmp_path / "vanilla", objective="vanilla", etsdm=None), "me/v"
+    ).text
+    table = vanilla.split("<details>")[0]
+    assert "`smd_" not in table and "`etsdm_" not in table

@@ -18,7 +18,12 @@ from tests.hub_http import fake_hub, make_run_folder, snapshot_tree
 FAKE_TOKEN = "hf_FakeTokenForTests0123456789abcdef"
 
 # What a run folder holds that must stay local (see make_run_folder).
-LOCAL_ONLY = {"checkpoint-10/optimizer.bin", "checkpoint-10/unet/config.json", "logs/events.out.tfevents.1"}
+LOCAL_ONLY = {
+    "checkpoint-10/optimizer.bin",
+    "checkpoint-10/unet/config.json",
+    ".tmp-checkpoint-20/random_states_0.pkl",
+    "logs/events.out.tfevents.1",
+}
 
 
 @pytest.fixture
