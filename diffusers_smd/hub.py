@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
     "checkpoint-*",  # accelerate training checkpoints (checkpoint-500/...): resume state, not the model
     "*/checkpoint-*",
+    ".tmp-checkpoint-*",  # a checkpoint being written (train_smd.py renames it when complete)
+    "*/.tmp-checkpoint-*",
     "logs/*",  # TensorBoard logs of train_smd.py (--logging_dir)
     "*.ckpt",  # pickled weights: the Hub copy is safetensors only
     "*.pt",

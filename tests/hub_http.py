@@ -151,7 +151,7 @@ def make_run_folder(
     plain ``UNet2DModel`` ("vanilla"), with an ``ETSDMDDPMScheduler(etsdm_threshold, etsdm_intervals)``
     when ``etsdm=(threshold, intervals)``, else a ``DDPMScheduler`` (100 training timesteps).
     ``plain_diffusers=True`` saves a stock ``DDPMPipeline`` instead (nothing of diffusers_smd).
-    Also writes a ``checkpoint-10/`` folder and ``logs/`` that publishing must leave out.
+    Also writes ``checkpoint-10/``, ``.tmp-checkpoint-20/`` and ``logs/``, which publishing must leave out.
     """
     import pathlib
 
@@ -192,7 +192,7 @@ def make_run_folder(
 
     args = {
         "objective": objective,
-        "dataset_name": None,
+        "dataset_name": "digits",
         "train_data_dir": None,
         "output_dir": str(path),
         "resolution": 8,
@@ -200,6 +200,11 @@ def make_run_folder(
         "learning_rate": 1e-4,
         "lr_scheduler": "cosine",
         "max_train_steps": 1234,
+        "num_epochs": 100,
+        "ddpm_num_inference_steps": 50,
+        "smd_latent_dim": 8,
+        "smd_hypernet_layers": 2,
+        "smd_mixture_samples": 4,
         "use_ema": True,
         "etsdm": etsdm is not None,
         "etsdm_threshold": etsdm[0] if etsdm else 10,
@@ -211,16 +216,30 @@ def make_run_folder(
     args.update(training_args or {})
     (path / "training_args.json").write_text(json.dumps(args, indent=2))
     if run_summary:
+        # The shape train_smd.py writes (diffusers_smd/training.py).
+        counts = {"total": sum(p.numel() for p in pipeline.unet.parameters())}
         summary = {
             "global_step": 1234,
             "objective": objective,
-            "etsdm": {"threshold": etsdm[0], "intervals": etsdm[1]} if etsdm else None,
-            "dataset": "digits",
+            "etsdm": {
+                "enabled": etsdm is not None,
+                "threshold": etsdm and etsdm[0],
+                "intervals": etsdm and etsdm[1],
+            },
+            "dataset": "built-in digits (train split, 1437 images)",
             "resolution": 8,
-            "num_parameters": {"unet": sum(p.numel() for p in pipeline.unet.parameters())},
+            "num_channels": 1,
+            "parameter_counts": counts,
             "final_loss": 0.04231,
             "wall_clock_seconds": 187.2,
             "base_model": None,
+            "num_processes": 1,
+            "total_batch_size": 16,
+            "use_ema": True,
+            "seed": 0,
+            "resumed_from": None,
+            "model_class": type(pipeline.unet).__name__,
+            "noise_scheduler": type(pipeline.scheduler).__name__,
         }
         summary.update(extra_run_summary or {})
         (path / "run_summary.json").write_text(json.dumps(summary, indent=2))
@@ -247,6 +266,8 @@ def make_run_folder(
     (path / "checkpoint-10" / "unet").mkdir(parents=True)
     (path / "checkpoint-10" / "optimizer.bin").write_bytes(b"optimizer state")
     (path / "checkpoint-10" / "unet" / "config.json").write_text("{}")
+    (path / ".tmp-checkpoint-20").mkdir()  # left by a run killed while checkpointing
+    (path / ".tmp-checkpoint-20" / "random_states_0.pkl").write_bytes(b"rng")
     (path / "logs").mkdir()
     (path / "logs" / "events.out.tfevents.1").write_bytes(b"tensorboard")
     return path

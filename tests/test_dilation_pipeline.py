@@ -176,3 +176,21 @@ def test_baselines_reject_bad_arguments():
         mala(TWO_MODES, 10, 0)
     with pytest.raises(ValueError, match="num_levels"):
         annealed_geometric_langevin(TWO_MODES, 10, 5, num_levels=6)
+
+
+def test_metropolis_final_phase_removes_the_langevin_bias_and_is_counted():
+    """ULA at s = 0.5 inflates a Gaussian's variance by 1 / (1 - s/2) = 4/3; the MALA phase samples it exactly."""
+    target = GaussianMixture(torch.tensor([[1.0]]), covariances=4.0)
+    pipe = _pipe(langevin_steps_per_level=5)
+    plain = pipe(target, 4000, 6, torch.Generator().manual_seed(5), dtype=torch.float64)
+    adjusted = pipe(
+        target, 4000, 6, torch.Generator().manual_seed(5), dtype=torch.float64, metropolis_steps=40
+    )
+    assert abs(plain.samples.var().item() - 4.0 / (1 - 0.25)) < 0.35
+    assert abs(adjusted.samples.var().item() - 4.0) < 0.3
+    assert adjusted.num_gradient_evaluations == 4000 * (6 * 5 + 40)
+    assert adjusted.step_sizes.shape == (6 * 5 + 39,)
+    with pytest.raises(ValueError, match="metropolis_steps"):
+        pipe(target, 8, 2, metropolis_steps=-1)
+    with pytest.raises(ValueError, match="log density"):
+        pipe(_ScoreOnly(), 8, 2, metropolis_steps=3)

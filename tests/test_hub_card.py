@@ -107,18 +107,35 @@ def test_missing_optional_data_is_said_not_invented(tmp_path):
     assert "```bibtex" not in text  # a vanilla model cites no method paper
 
 
-def test_hub_dataset_and_base_model_become_metadata(tmp_path):
+@pytest.mark.parametrize("from_flags", [True, False])
+def test_hub_dataset_and_base_model_become_metadata(tmp_path, from_flags):
+    # Without the flag, the data set comes from run_summary.json's description.
+    flags = {"dataset_name": "huggan/smithsonian_butterflies_subset" if from_flags else None}
     folder = make_run_folder(
         tmp_path / "run",
-        training_args={"dataset_name": "huggan/smithsonian_butterflies_subset"},
+        training_args=flags,
         extra_run_summary={
-            "dataset": "huggan/smithsonian_butterflies_subset",
+            "dataset": "huggan/smithsonian_butterflies_subset (1000 images)",
             "base_model": "google/ddpm-cifar10-32",
         },
     )
-    data = render_model_card(folder, "me/butterflies").data
-    assert data.datasets == ["huggan/smithsonian_butterflies_subset"]
-    assert data.base_model == "google/ddpm-cifar10-32"
+    card = render_model_card(folder, "me/butterflies")
+    assert card.data.datasets == ["huggan/smithsonian_butterflies_subset"]
+    assert card.data.base_model == "google/ddpm-cifar10-32"
+    link = "[huggan/smithsonian_butterflies_subset](https://huggingface.co/datasets/huggan/smithsonian_butterflies_subset)"
+    assert f"| Training data | {link} (1,000 training images) |" in card.text
+    assert (
+        "| Base model | [google/ddpm-cifar10-32](https://huggingface.co/google/ddpm-cifar10-32) |"
+        in card.text
+    )
+
+
+def test_builtin_digits_are_described_with_their_size(tmp_path):
+    text = render_model_card(make_run_folder(tmp_path / "run"), "me/smd-digits").text
+    assert (
+        "| Training data | scikit-learn's bundled 8x8 handwritten digits, 10 classes (1,437 training images) |"
+        in text
+    )
 
 
 def test_local_paths_are_not_hub_metadata(tmp_path):
@@ -128,12 +145,17 @@ def test_local_paths_are_not_hub_metadata(tmp_path):
     images.mkdir()
     folder = make_run_folder(
         tmp_path / "run",
-        training_args={"train_data_dir": str(images), "pretrained_model_name_or_path": str(local_model)},
-        extra_run_summary={"dataset": str(images), "base_model": str(local_model)},
+        training_args={
+            "dataset_name": None,
+            "train_data_dir": str(images),
+            "pretrained_model_name_or_path": str(local_model),
+        },
+        extra_run_summary={"dataset": f"{images} (500 images)", "base_model": str(local_model)},
     )
     card = render_model_card(folder, "me/local")
     assert card.data.datasets is None and card.data.base_model is None
-    assert "a local image folder" in card.text and "a local pretrained model" in card.text
+    assert "| Training data | a local image folder (500 training images) |" in card.text
+    assert "| Base model | a local pretrained model |" in card.text
 
 
 def test_token_like_flags_never_reach_the_card(tmp_path):
@@ -181,3 +203,16 @@ def test_a_stock_diffusers_pipeline_gets_a_plain_card(tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
     assert len(blocks) == 1 and "trust_remote_code" not in blocks[0] and "diffusers_smd" not in blocks[0]
     assert "| Pipeline | `DDPMPipeline` |" in card.text
+
+
+def test_hyperparameters_shown_are_the_runs_own(tmp_path):
+    smd = render_model_card(make_run_folder(tmp_path / "smd"), "me/smd").text
+    assert "| `smd_latent_dim` | `8` |" in smd and "| `etsdm_intervals` | `5` |" in smd
+    assert "`smd_mixture_samples`" not in smd.split("<details>")[0]  # only the smd-mixture objective uses it
+    assert "`num_epochs`" not in smd.split("<details>")[0]  # --max_train_steps decides the length
+    assert "(step 1,234, `ETSDMDDPMScheduler`, 50 denoising steps)" in smd
+    vanilla = render_model_card(
+        make_run_folder(tmp_path / "vanilla", objective="vanilla", etsdm=None), "me/v"
+    ).text
+    table = vanilla.split("<details>")[0]
+    assert "`smd_" not in table and "`etsdm_" not in table

@@ -18,7 +18,12 @@ from tests.hub_http import fake_hub, make_run_folder, snapshot_tree
 FAKE_TOKEN = "hf_FakeTokenForTests0123456789abcdef"
 
 # What a run folder holds that must stay local (see make_run_folder).
-LOCAL_ONLY = {"checkpoint-10/optimizer.bin", "checkpoint-10/unet/config.json", "logs/events.out.tfevents.1"}
+LOCAL_ONLY = {
+    "checkpoint-10/optimizer.bin",
+    "checkpoint-10/unet/config.json",
+    ".tmp-checkpoint-20/random_states_0.pkl",
+    "logs/events.out.tfevents.1",
+}
 
 
 @pytest.fixture
@@ -258,3 +263,23 @@ def test_uploaded_repo_loads_from_a_hub_cache_in_a_fresh_process(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "round trip ok" in done.stdout
+
+
+def test_the_diffusers_smd_command_runs_this_publish(run_folder, tmp_path, monkeypatch):
+    """`diffusers-smd publish` goes through diffusers_smd.hub.publish (as train_smd.py --push_to_hub does)."""
+    from diffusers_smd import cli, hub
+
+    calls = []
+    real_publish = hub.publish
+
+    def recording_publish(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(hub, "publish", recording_publish)
+    argv = ["publish", str(run_folder), "--repo-id", "me/smd-digits", "--dry-run", str(tmp_path / "cli")]
+    assert cli.main(argv) == 0
+    assert len(calls) == 1 and calls[0][0][:2] == (str(run_folder), "me/smd-digits")
+    direct = real_publish(run_folder, "me/smd-digits", dry_run_dir=tmp_path / "direct")
+    assert snapshot_tree(tmp_path / "cli") == snapshot_tree(tmp_path / "direct")
+    assert direct.files == tuple(sorted(snapshot_tree(tmp_path / "cli")))

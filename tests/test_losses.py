@@ -233,6 +233,30 @@ def test_objectives_condition_on_condition_timesteps_but_noise_with_real_t(name)
     assert not torch.equal(real_t // 4 * 4, real_t)  # the test would not notice otherwise
 
 
+@pytest.mark.parametrize("name", ["vanilla", "smd", "smd-mixture"])
+def test_objectives_with_a_real_etsdm_scheduler(name):
+    from diffusers_smd.schedulers import ETSDMDDPMScheduler
+
+    sched = ETSDMDDPMScheduler(
+        num_train_timesteps=100,
+        etsdm_threshold=50,
+        etsdm_intervals=5,
+        prediction_type="sample",
+        clip_sample=False,
+    )
+    x0 = torch.randn(64, 2)
+    model = EtaModel()
+    objective = build_objective(name, num_inference_steps=20)
+    objective(model, sched, x0, generator=torch.Generator().manual_seed(0))
+    replay = torch.Generator().manual_seed(0)
+    real_grid = torch.arange(95, -1, -5)  # DDPM "leading" spacing of 20 steps on T = 100
+    real_t = real_grid[torch.randint(0, 20, (64,), generator=replay)]
+    k = model.timesteps[0].shape[0] // 64
+    expected_condition = torch.where(real_t >= 50, real_t, real_t // 10 * 10)  # width 50 / 5 = 10
+    assert torch.equal(model.timesteps[0], torch.cat([expected_condition] * k))
+    assert not torch.equal(expected_condition, real_t)
+
+
 def test_smd_needs_an_smd_model_and_is_reproducible_with_generator():
     sched = scheduler("sample")
     x0 = torch.randn(5, 2)

@@ -99,7 +99,8 @@ def _cluster_gaussians(points: torch.Tensor, labels: torch.Tensor, curvature: to
         n = member.shape[0]
         mu = member.mean(0)
         iso = (1.0 / curvature[labels == j].double().median()).item()
-        cov = ledoit_wolf_covariance(member) + 1e-6 * iso * eye if n > 1 else iso * eye
+        # fewer particles than dimensions: the curvature's isotropic scale, else a shrunk sample covariance
+        cov = ledoit_wolf_covariance(member) + 1e-6 * iso * eye if n > d else iso * eye
         means.append(mu)
         chols.append(torch.linalg.cholesky(inflation * cov))
     return torch.stack(means), torch.stack(chols)
