@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from diffusers_smd.hub import DEFAULT_IGNORE_PATTERNS, PublishError, publish, publish_main
+from diffusers_smd.hub import DEFAULT_IGNORE_PATTERNS, PublishError, check_repo_id, publish, publish_main
 from tests.hub_cache import build_hub_cache
 from tests.hub_http import fake_hub, make_run_folder, snapshot_tree
 
@@ -80,6 +80,17 @@ def test_bad_arguments_fail_before_any_work(run_folder, tmp_path, kwargs, error,
     with fake_hub() as hub, pytest.raises(error, match=match):
         publish(run_folder, **arguments)
     assert hub.requests == []
+
+
+@pytest.mark.parametrize("bad", [None, "", "name-only", "a/b/c", "me/bad name", "me/x" + "y" * 100])
+def test_check_repo_id_names_the_flag(bad):
+    with pytest.raises(ValueError, match="--hub_model_id"):
+        check_repo_id(bad, name="--hub_model_id")
+
+
+def test_check_repo_id_accepts_hub_ids():
+    for good in ("me/smd-digits", "Org-Name/model_v2.1"):
+        assert check_repo_id(good) == good
 
 
 def test_a_folder_that_is_not_a_pipeline_is_refused(tmp_path):
