@@ -280,7 +280,10 @@ class SMDMixtureObjective(SMDObjective):
     and subtracting the theta-free sigma_t^2 ||xi||^2 term change no gradient direction per t; they make the
     K = 1 case equal, in expectation over xi, the vanilla MSE on the target, and keep the loss finite on the
     last step, where sigma_t = 0 and eq. 2 becomes its limit min_k ||x0_hat_k - x_0||^2 / (D r_t^2): the
-    best of K components reconstructs x_0 (winner-takes-all).
+    best of K components reconstructs x_0 (winner-takes-all). With small K that term rewards some hedging
+    between modes (a sample between two modes is never far from either), and on fine grids the sampled xi
+    makes the gradient much noisier than the MSE (sigma_t / c_t is large for small jumps); the mixture toy
+    benchmark measures both effects.
 
     Step grid: with few-step sampling, train on the grid you sample with: either a scheduler with
     num_train_timesteps = n (previous step t - 1), or ``num_inference_steps=n`` with a fine training schedule
