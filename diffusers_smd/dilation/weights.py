@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.cluster.hierarchy import fcluster, linkage
 
 from .evaluator import TargetEvaluator
 
@@ -62,6 +61,8 @@ def cluster_modes(
     points: torch.Tensor, scores: torch.Tensor, curvature: torch.Tensor, merge_radius: float
 ) -> torch.Tensor:
     """Cluster labels ``(B,)`` in ``0..J-1``: single linkage of Newton-step mode estimates ``y + s / c``."""
+    from scipy.cluster.hierarchy import fcluster, linkage  # scipy comes with scikit-learn, a core dependency
+
     z = newton_mode_estimates(points, scores, curvature)
     if points.shape[0] == 1:
         return torch.zeros(1, dtype=torch.long)
