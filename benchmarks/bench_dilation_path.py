@@ -38,6 +38,7 @@ from diffusers_smd.dilation import (
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 STEPS_PER_LEVEL = 10
 IMPORTANCE_PER_SAMPLE = 10  # log-density evaluations per sample spent by the extension
+METROPOLIS_STEPS = 20  # target evaluations per sample of the extension's Metropolis-adjusted final phase
 
 
 def make_target(name: str, seed: int):
@@ -59,9 +60,9 @@ def make_target(name: str, seed: int):
 
 
 def dilation(target, n, budget, gen, reweight: bool, hot: bool = True):
-    """Plain path: budget // 10 levels of 10 steps. Extension: fewer levels so that the path, the scores at
-    the particles (1 per sample) and the proposals (IMPORTANCE_PER_SAMPLE per sample) fit the budget."""
-    spare = 1 + IMPORTANCE_PER_SAMPLE if reweight else 0
+    """Plain path: budget // 10 levels of 10 steps. Extension: fewer levels so that the path, the MALA final
+    phase (METROPOLIS_STEPS per sample) and the proposals (IMPORTANCE_PER_SAMPLE per sample) fit the budget."""
+    spare = METROPOLIS_STEPS + IMPORTANCE_PER_SAMPLE if reweight else 0
     levels = max(1, (budget - spare) // STEPS_PER_LEVEL)
     config = {} if hot else {"initial_step_size": None}
     pipe = DilationPathPipeline(DilationPathScheduler(langevin_steps_per_level=STEPS_PER_LEVEL, **config))
@@ -73,6 +74,7 @@ def dilation(target, n, budget, gen, reweight: bool, hot: bool = True):
         gen,
         dtype=torch.float64,
         reweight_modes=reweight,
+        metropolis_steps=METROPOLIS_STEPS if reweight else 0,
         num_importance_samples=IMPORTANCE_PER_SAMPLE * n,
     )
     extra = {}

@@ -186,6 +186,11 @@ def build_noise_scheduler(args, base_config: dict | None = None):
         raise ValueError(
             f"--etsdm_threshold ({threshold}) exceeds the model's num_train_timesteps ({num_train_timesteps})"
         )
+    if args.etsdm_intervals > threshold:
+        raise ValueError(
+            f"--etsdm_intervals {args.etsdm_intervals} is more than the E-TSDM threshold {threshold} allows "
+            f"(each interval must hold at least one timestep); lower --etsdm_intervals or raise --etsdm_threshold"
+        )
     return ETSDMDDPMScheduler.from_config(
         base_config, etsdm_threshold=threshold, etsdm_intervals=args.etsdm_intervals
     )
@@ -618,16 +623,12 @@ def main(args: argparse.Namespace | None = None) -> dict:
                 loss = per_example_loss.mean()
                 mean_loss = accelerator.reduce(loss.detach().clone(), reduction="mean")
                 if not torch.isfinite(mean_loss):
-                    kept = list_checkpoints(args.output_dir)
-                    message = (
-                        f"the loss became {mean_loss.item()} at step {global_step + 1} (epoch {epoch}); training "
-                        f"stopped without saving. The last good checkpoint is "
-                        f"{kept[-1] if kept else 'none (no checkpoint was written yet)'}. Lower --learning_rate "
-                        f"(now {args.learning_rate}) or use --mixed_precision no, then resume with "
-                        f"--resume_from_checkpoint latest."
-                    )
                     accelerator.end_training()
-                    raise NonFiniteLossError(message)
+                    raise NonFiniteLossError(
+                        _non_finite_message(
+                            f"the loss became {mean_loss.item()}", global_step + 1, epoch, args
+                        )
+                    )
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -649,6 +650,11 @@ def main(args: argparse.Namespace | None = None) -> dict:
             progress_bar.set_postfix(loss=f"{last_loss:.4f}")
             accelerator.log(logs, step=global_step)
             if global_step % args.checkpointing_steps == 0:
+                if not all(torch.isfinite(p).all() for p in model.parameters()):
+                    accelerator.end_training()
+                    raise NonFiniteLossError(
+                        _non_finite_message("the weights are no longer finite", global_step, epoch, args)
+                    )
                 path = save_checkpoint(
                     accelerator, args.output_dir, global_step, args.checkpoints_total_limit, {"seed": seed}
                 )
@@ -711,6 +717,18 @@ def main(args: argparse.Namespace | None = None) -> dict:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary
+
+
+def _non_finite_message(what: str, step: int, epoch: int, args) -> str:
+    kept = list_checkpoints(args.output_dir)
+    advice = f"Lower --learning_rate (now {args.learning_rate})"
+    if args.mixed_precision in ("fp16", "bf16"):
+        advice += f" or use --mixed_precision no (now {args.mixed_precision})"
+    return (
+        f"{what} at step {step} (epoch {epoch}); training stopped without saving anything of this step. "
+        f"The last good checkpoint is {kept[-1] if kept else 'none (no checkpoint was written yet)'}. "
+        f"{advice}, then resume with --resume_from_checkpoint latest."
+    )
 
 
 def _save_final(accelerator, unwrapped, ema_model, noise_scheduler, args, step: int, sample: bool) -> None:

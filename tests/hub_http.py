@@ -14,6 +14,11 @@ commit), so the test sees exactly what the real Hub would receive.
   path and bytes. An ``lfsFile`` entry fails the test: it means bytes were sent elsewhere.
 * ``POST /api/validate-yaml`` (sent for README.md): parses the card's front matter with
   huggingface_hub's own card parser; a card that does not parse gets the Hub's 400 answer.
+* Downloads of what was committed, so the repo can be loaded back through the normal download
+  path: ``GET /api/models/{repo}`` and ``.../revision/{rev}`` (model info with the file list),
+  ``GET /api/models/{repo}/tree/{rev}`` (the listing ``snapshot_download`` reads) and
+  ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` (the file, with ``X-Repo-Commit`` and ``ETag``).
+  :meth:`FakeHub.serving` starts a fake that already holds a folder's files.
 * ``GET /api/agent-harnesses``: huggingface_hub's best-effort user-agent lookup (made only when
   not offline); answered 404, which it ignores, and not counted as unexpected.
 * Anything else: 404, recorded in ``unexpected``.
@@ -25,7 +30,9 @@ commit), so the test sees exactly what the real Hub would receive.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import pathlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -46,6 +53,8 @@ class FakeHub:
     requests: list[httpx2.Request] = field(default_factory=list)
     validated_cards: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    repo_id: str | None = None  # the repo the files were committed to (served back for downloads)
+    commit_sha: str = "0" * 40
 
     def __post_init__(self) -> None:
         if self.fail_on is not None and self.fail_on not in ENDPOINT_PATHS:
@@ -56,9 +65,23 @@ class FakeHub:
             self.status, json={"error": self.error_message}, headers={"X-Error-Message": self.error_message}
         )
 
+    @classmethod
+    def serving(cls, folder, repo_id: str) -> FakeHub:
+        """A fake Hub whose repo ``repo_id`` already holds every file under ``folder``."""
+        root = pathlib.Path(folder)
+        hub = cls(repo_id=repo_id)
+        hub.files = {
+            p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+        }
+        return hub
+
     def handle(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)
         path = request.url.path
+        if self.repo_id is not None and self.files and request.method in ("GET", "HEAD"):
+            answer = self._download(request.method, path)
+            if answer is not None:
+                return answer
         if request.method == "POST" and path == "/api/repos/create":
             if self.fail_on == "create":
                 return self._error()
@@ -96,6 +119,37 @@ class FakeHub:
             return httpx2.Response(200, json={"warnings": [{"message": "empty or missing yaml metadata"}]})
         return httpx2.Response(200, json={"warnings": []})
 
+    def _download(self, method: str, path: str) -> httpx2.Response | None:
+        repo, revisions = self.repo_id, ("main", self.commit_sha)
+        if path in (f"/api/models/{repo}", *(f"/api/models/{repo}/revision/{r}" for r in revisions)):
+            siblings = [{"rfilename": name} for name in sorted(self.files)]
+            return httpx2.Response(
+                200, json={"id": repo, "sha": self.commit_sha, "private": False, "siblings": siblings}
+            )
+        if path in (f"/api/models/{repo}/tree/{r}" for r in revisions):
+            entries = [
+                {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                for name, data in sorted(self.files.items())
+            ]
+            folders = sorted({name.rsplit("/", 1)[0] for name in self.files if "/" in name})
+            entries += [{"type": "directory", "path": name, "oid": "0" * 40} for name in folders]
+            return httpx2.Response(200, json=entries)
+        for revision in revisions:
+            prefix = f"/{repo}/resolve/{revision}/"
+            if path.startswith(prefix):
+                data = self.files.get(path.removeprefix(prefix))
+                if data is None:
+                    return httpx2.Response(
+                        404, headers={"X-Error-Code": "EntryNotFound"}, json={"error": "no such file"}
+                    )
+                headers = {
+                    "X-Repo-Commit": self.commit_sha,
+                    "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+                    "Content-Length": str(len(data)),
+                }
+                return httpx2.Response(200, headers=headers, content=b"" if method == "HEAD" else data)
+        return None
+
     def _commit(self, path: str, content: bytes) -> httpx2.Response:
         lines = [json.loads(line) for line in content.splitlines() if line.strip()]
         header = next(line["value"] for line in lines if line["key"] == "header")
@@ -110,8 +164,13 @@ class FakeHub:
             {"path": path, "summary": header["summary"], "description": header["description"]}
         )
         repo = path.removeprefix("/api/models/").split("/commit/")[0]
+        self.repo_id = repo
         return httpx2.Response(
-            200, json={"commitUrl": f"https://huggingface.co/{repo}/commit/{'0' * 40}", "commitOid": "0" * 40}
+            200,
+            json={
+                "commitUrl": f"https://huggingface.co/{repo}/commit/{self.commit_sha}",
+                "commitOid": self.commit_sha,
+            },
         )
 
     def client(self) -> httpx2.Client:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from diffusers_smd.hub import DEFAULT_IGNORE_PATTERNS, PublishError, publish, publish_main
+from diffusers_smd.hub import DEFAULT_IGNORE_PATTERNS, PublishError, check_repo_id, publish, publish_main
 from tests.hub_cache import build_hub_cache
 from tests.hub_http import fake_hub, make_run_folder, snapshot_tree
 
@@ -80,6 +80,17 @@ def test_bad_arguments_fail_before_any_work(run_folder, tmp_path, kwargs, error,
     with fake_hub() as hub, pytest.raises(error, match=match):
         publish(run_folder, **arguments)
     assert hub.requests == []
+
+
+@pytest.mark.parametrize("bad", [None, "", "name-only", "a/b/c", "me/bad name", "me/x" + "y" * 100])
+def test_check_repo_id_names_the_flag(bad):
+    with pytest.raises(ValueError, match="--hub_model_id"):
+        check_repo_id(bad, name="--hub_model_id")
+
+
+def test_check_repo_id_accepts_hub_ids():
+    for good in ("me/smd-digits", "Org-Name/model_v2.1"):
+        assert check_repo_id(good) == good
 
 
 def test_a_folder_that_is_not_a_pipeline_is_refused(tmp_path):
@@ -218,16 +229,11 @@ def test_publish_adds_the_loading_shims(run_folder, tmp_path):
     assert not any((run_folder / name).exists() for name in SHIMS)  # added to the upload, not to the folder
 
 
-ROUND_TRIP = """
-import sys
-import torch
-import diffusers_smd  # offline, diffusers 0.42 resolves a repo's trust_remote_code files through model_info
-from diffusers import DiffusionPipeline
-
-hub = DiffusionPipeline.from_pretrained("me/smd-digits", trust_remote_code=True)
+COMPARE_WITH_LOCAL = """
+import diffusers_smd
 local = diffusers_smd.SMDPipeline.from_pretrained(sys.argv[1])
-assert type(hub) is diffusers_smd.SMDPipeline and type(local) is diffusers_smd.SMDPipeline, type(hub)
-assert type(hub.unet).__name__ == "SMDUNet2DModel" and type(hub.scheduler).__name__ == "ETSDMDDPMScheduler"
+assert type(hub) is diffusers_smd.SMDPipeline, type(hub)
+assert type(hub.unet) is diffusers_smd.SMDUNet2DModel and type(hub.scheduler) is diffusers_smd.ETSDMDDPMScheduler
 assert hub.scheduler.config.etsdm_threshold == 10 and hub.scheduler.config.etsdm_intervals == 5
 a, b = hub.unet.state_dict(), local.unet.state_dict()
 assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -237,10 +243,35 @@ assert torch.equal(x, y)
 print("round trip ok")
 """
 
+# A Hub cache built from the uploaded files, HF_HUB_OFFLINE=1. Offline, diffusers 0.42 looks up a repo's
+# trust_remote_code files with a model_info call, so this process imports diffusers_smd first (loading path 1).
+FROM_OFFLINE_CACHE = """
+import sys
+import torch
+import diffusers_smd
+from diffusers import DiffusionPipeline
 
-def test_uploaded_repo_loads_from_a_hub_cache_in_a_fresh_process(
-    run_folder, tmp_path, subprocess_env, env_token
-):
+hub = DiffusionPipeline.from_pretrained("me/smd-digits", trust_remote_code=True)
+"""
+
+# The normal online download path, answered by the fake Hub holding the uploaded files; the user's code
+# never imports diffusers_smd: trust_remote_code runs the shims that publish uploaded (loading path 2).
+FROM_FAKE_HUB_DOWNLOAD = """
+import sys
+import torch
+import huggingface_hub
+from diffusers import DiffusionPipeline
+from tests.hub_http import FakeHub
+
+fake = FakeHub.serving(sys.argv[2], "me/smd-digits")
+huggingface_hub.set_client_factory(fake.client)
+assert "diffusers_smd" not in sys.modules
+hub = DiffusionPipeline.from_pretrained("me/smd-digits", trust_remote_code=True)
+assert "diffusers_smd" in sys.modules and fake.unexpected == [], fake.unexpected
+"""
+
+
+def test_uploaded_repo_loads_back_in_fresh_processes(run_folder, tmp_path, subprocess_env, env_token):
     with fake_hub() as hub:
         publish(run_folder, "me/smd-digits")
     uploaded = tmp_path / "uploaded"
@@ -248,21 +279,36 @@ def test_uploaded_repo_loads_from_a_hub_cache_in_a_fresh_process(
         (uploaded / name).parent.mkdir(parents=True, exist_ok=True)
         (uploaded / name).write_bytes(content)
     build_hub_cache(uploaded, "me/smd-digits", tmp_path / "cache")
-    env = {
-        **subprocess_env,
-        "HF_HUB_CACHE": str(tmp_path / "cache"),
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+    base = {k: v for k, v in subprocess_env.items() if k != "HF_TOKEN"}
+    runs = {
+        "offline cache": (
+            FROM_OFFLINE_CACHE,
+            {**base, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_MODULES_CACHE": str(tmp_path / "modules1")},
+        ),
+        "fake Hub download": (
+            FROM_FAKE_HUB_DOWNLOAD,
+            {  # not offline: every request goes to the in-process fake Hub (an httpx2 MockTransport)
+                **{k: v for k, v in base.items() if k != "HF_HUB_OFFLINE"},
+                "HF_HUB_CACHE": str(tmp_path / "download-cache"),
+                "HF_MODULES_CACHE": str(tmp_path / "modules2"),
+                "HF_HOME": str(tmp_path / "hf_home"),
+            },
+        ),
     }
-    env.pop("HF_TOKEN", None)
-    done = subprocess.run(
-        [sys.executable, "-c", ROUND_TRIP, str(run_folder)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "round trip ok" in done.stdout
+    children = {  # started together: two cores, about half the wall-clock time
+        name: subprocess.Popen(
+            [sys.executable, "-c", script + COMPARE_WITH_LOCAL, str(run_folder), str(uploaded)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (script, env) in runs.items()
+    }
+    for name, child in children.items():
+        stdout, stderr = child.communicate(timeout=400)
+        assert child.returncode == 0, f"{name}: {stderr[-3000:]}"
+        assert "round trip ok" in stdout, name
 
 
 def test_the_diffusers_smd_command_runs_this_publish(run_folder, tmp_path, monkeypatch):

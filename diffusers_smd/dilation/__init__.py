@@ -5,7 +5,13 @@ references, baselines (ULA, MALA, annealed Langevin on the geometric path), the 
 and sampling metrics.
 """
 
-from .baselines import LangevinSamplerOutput, annealed_geometric_langevin, mala, ula
+from .baselines import (
+    LangevinSamplerOutput,
+    annealed_geometric_langevin,
+    mala,
+    metropolis_adjusted_langevin,
+    ula,
+)
 from .evaluator import TargetEvaluator
 from .metrics import mode_weight_tv, sliced_wasserstein2
 from .path import (
@@ -43,6 +49,7 @@ __all__ = [
     "lambda_schedule",
     "langevin_step",
     "mala",
+    "metropolis_adjusted_langevin",
     "mode_weight_tv",
     "rescale_to_target",
     "secant_curvature",

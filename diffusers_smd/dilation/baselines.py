@@ -17,7 +17,13 @@ from diffusers.utils import BaseOutput
 from .evaluator import TargetEvaluator
 from .path import SecantCurvature, langevin_step
 
-__all__ = ["LangevinSamplerOutput", "annealed_geometric_langevin", "mala", "ula"]
+__all__ = [
+    "LangevinSamplerOutput",
+    "annealed_geometric_langevin",
+    "mala",
+    "metropolis_adjusted_langevin",
+    "ula",
+]
 
 
 @dataclass
@@ -124,6 +130,47 @@ def annealed_geometric_langevin(
     return LangevinSamplerOutput(x, sizes, ev.num_gradient_evaluations, ev.num_log_density_evaluations)
 
 
+def metropolis_adjusted_langevin(
+    evaluator: TargetEvaluator,
+    x: torch.Tensor,
+    num_steps: int,
+    generator: torch.Generator | None,
+    step_size: float | torch.Tensor,
+    target_acceptance: float = 0.574,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """``num_steps`` target evaluations of MALA from the rows of ``x`` (the first evaluation is at ``x``).
+
+    Proposal ``y = x + h s(x) + sqrt(2 h) xi``, accepted with probability
+    ``min(1, pi(y) q(x|y) / (pi(x) q(y|x)))``. ``step_size`` is a scalar or one value per chain; each chain's
+    ``h`` adapts during the first half of the run (``log h += (accepted - target_acceptance) / sqrt(k + 1)``)
+    and is frozen after. Returns the final states, their scores, the median step per step and the mean
+    acceptance of the second half.
+    """
+    n, dtype = x.shape[0], x.dtype
+    lp, s = evaluator.log_prob_and_score(x)
+    log_h = torch.as_tensor(step_size, dtype=torch.float64).log().expand(n).clone()
+    sizes, accepted_total = [], 0.0
+    for k in range(num_steps - 1):
+        h = log_h.exp().to(dtype)
+        y = langevin_step(x, s, h, torch.randn(x.shape, generator=generator, dtype=torch.float64).to(dtype))
+        lp_y, s_y = evaluator.log_prob_and_score(y)
+        fwd = ((y - x - h[:, None] * s) ** 2).sum(1) / (4 * h)
+        bwd = ((x - y - h[:, None] * s_y) ** 2).sum(1) / (4 * h)
+        log_alpha = lp_y - lp - bwd + fwd
+        log_alpha = torch.where(torch.isfinite(log_alpha), log_alpha, torch.full_like(log_alpha, -torch.inf))
+        accept = torch.rand(n, generator=generator, dtype=torch.float64).log() < log_alpha.double()
+        x = torch.where(accept[:, None], y, x)
+        lp = torch.where(accept, lp_y, lp)
+        s = torch.where(accept[:, None], s_y, s)
+        if k < num_steps // 2:
+            log_h += (accept.double() - target_acceptance) / (k + 1) ** 0.5
+        else:
+            accepted_total += accept.double().mean().item()
+        sizes.append(h.median())
+    rate = accepted_total / max(1, num_steps - 1 - num_steps // 2)
+    return x, s, torch.stack(sizes) if sizes else torch.zeros(0), rate
+
+
 @torch.no_grad()
 def mala(
     target: Any,
@@ -135,37 +182,12 @@ def mala(
     step_size: float = 0.5,
     target_acceptance: float = 0.574,
 ) -> LangevinSamplerOutput:
-    """Metropolis-adjusted Langevin from ``N(0, I)``; proposal ``y = x + h s(x) + sqrt(2 h) xi``, accepted
-    with probability ``min(1, pi(y) q(x|y) / (pi(x) q(y|x)))``. Each chain's ``h`` adapts during the first
-    half of the run (``log h += (accepted - target_acceptance) / sqrt(k + 1)``) and is frozen after."""
+    """Metropolis-adjusted Langevin from ``N(0, I)`` (:func:`metropolis_adjusted_langevin`); the evaluation
+    at the starting points is the first of the ``num_steps``."""
     _check(num_samples, num_steps, step_size)
     ev = TargetEvaluator(target, dim)
     x = _start(ev, num_samples, generator, dtype)
-    lp, s = ev.log_prob_and_score(x)
-    log_h = torch.full((num_samples,), float(torch.log(torch.tensor(step_size))), dtype=torch.float64)
-    sizes, accepted_total = [], 0.0
-    for k in range(num_steps - 1):  # the initial evaluation is the first of the budget
-        h = log_h.exp().to(dtype)
-        y = langevin_step(x, s, h, torch.randn(x.shape, generator=generator, dtype=torch.float64).to(dtype))
-        lp_y, s_y = ev.log_prob_and_score(y)
-        fwd = ((y - x - h[:, None] * s) ** 2).sum(1) / (4 * h)
-        bwd = ((x - y - h[:, None] * s_y) ** 2).sum(1) / (4 * h)
-        log_alpha = lp_y - lp - bwd + fwd
-        log_alpha = torch.where(torch.isfinite(log_alpha), log_alpha, torch.full_like(log_alpha, -torch.inf))
-        accept = torch.rand(num_samples, generator=generator, dtype=torch.float64).log() < log_alpha.double()
-        x = torch.where(accept[:, None], y, x)
-        lp = torch.where(accept, lp_y, lp)
-        s = torch.where(accept[:, None], s_y, s)
-        if k < num_steps // 2:
-            log_h += (accept.double() - target_acceptance) / (k + 1) ** 0.5
-        else:
-            accepted_total += accept.double().mean().item()
-        sizes.append(h.median())
-    rate = accepted_total / max(1, num_steps - 1 - num_steps // 2)
-    return LangevinSamplerOutput(
-        x,
-        torch.stack(sizes) if sizes else torch.zeros(0),
-        ev.num_gradient_evaluations,
-        ev.num_log_density_evaluations,
-        rate,
+    x, _, sizes, rate = metropolis_adjusted_langevin(
+        ev, x, num_steps, generator, step_size, target_acceptance
     )
+    return LangevinSamplerOutput(x, sizes, ev.num_gradient_evaluations, ev.num_log_density_evaluations, rate)
