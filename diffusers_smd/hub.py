@@ -20,6 +20,9 @@ The public function::
         overwrite_card=False,        # replace a README.md already in the folder with a generated card
     ) -> PublishResult
 
+``check_repo_id(repo_id, name="--hub_model_id")`` validates a repo id up front (train_smd.py can
+call it before training starts).
+
 What it does: validates its arguments, then stages the upload in a fresh directory (a copy of the
 folder minus ``ignore_patterns``, plus the generated ``README.md`` model card and, for SMD
 pipelines, the ``trust_remote_code`` loading shims from
@@ -57,6 +60,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_IGNORE_PATTERNS: tuple[str, ...] = (
     "checkpoint-*",  # accelerate training checkpoints (checkpoint-500/...): resume state, not the model
     "*/checkpoint-*",
+    ".tmp-checkpoint-*",  # a checkpoint being written (train_smd.py renames it when complete)
+    "*/.tmp-checkpoint-*",
     "logs/*",  # TensorBoard logs of train_smd.py (--logging_dir)
     "*.ckpt",  # pickled weights: the Hub copy is safetensors only
     "*.pt",
@@ -93,18 +98,23 @@ class PublishResult:
     commit_url: str | None = None
 
 
-def _validate_repo_id(repo_id: object) -> str:
+def check_repo_id(repo_id: object, *, name: str = "repo_id") -> str:
+    """Return ``repo_id`` if it is a valid ``namespace/name`` Hub model id, else raise ``ValueError``.
+
+    ``name`` is the argument or flag named in the message (train_smd.py passes ``"--hub_model_id"``
+    to check it before training starts, so a typo does not surface only after the run).
+    """
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if not isinstance(repo_id, str) or repo_id.count("/") != 1:
         raise ValueError(
-            f"repo_id must be 'namespace/name' (your user or organisation, then the model name, e.g. "
+            f"{name} must be 'namespace/name' (your user or organisation, then the model name, e.g. "
             f"'your-username/smd-digits'), got {repo_id!r}"
         )
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise ValueError(f"repo_id={repo_id!r} is not a valid Hub repo id: {err}") from None
+        raise ValueError(f"{name}={repo_id!r} is not a valid Hub repo id: {err}") from None
     return repo_id
 
 
@@ -125,7 +135,7 @@ def _validate_arguments(
             f"folder={str(folder)!r} is not a saved pipeline folder (no model_index.json); pass the folder "
             "written by train_smd.py or SMDPipeline.save_pretrained"
         )
-    repo_id = _validate_repo_id(repo_id)
+    repo_id = check_repo_id(repo_id)
     if not isinstance(private, bool):
         raise TypeError(f"private must be True or False, got {private!r}")
     if commit_message is not None and (not isinstance(commit_message, str) or not commit_message.strip()):

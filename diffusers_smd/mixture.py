@@ -29,7 +29,7 @@ def rank_one_plus_identity_product(
     Implements ``W v = u (u . v) + softplus(s) v`` along the last dimension; ``u`` and ``v`` have the
     same shape ``(..., L)`` and ``scale_logit`` is a scalar tensor (the learned ``s``).
     """
-    return u * (u * v).sum(dim=-1, keepdim=True) + F.softplus(scale_logit) * v
+    return torch.addcmul(F.softplus(scale_logit) * v, u, torch.linalg.vecdot(u, v).unsqueeze(-1))
 
 
 def _check_positive_int(name: str, value: int) -> None:
@@ -78,8 +78,12 @@ class MixtureHypernetwork(nn.Module):
 
     def mixture_maps(self, hidden: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         """Apply ``W_K ... W_1`` to channel-last ``hidden`` (..., L) with channel-last ``latent`` (..., L)."""
-        for layer, scale_logit in zip(self.latent_to_u, self.scale_logits):
-            hidden = rank_one_plus_identity_product(layer(latent), scale_logit, hidden)
+        # All u_k = A_k z + b_k in one matrix product, then K cheap rank-one-plus-identity products.
+        weight = torch.cat([layer.weight for layer in self.latent_to_u])
+        bias = torch.cat([layer.bias for layer in self.latent_to_u])
+        all_u = F.linear(latent, weight, bias).split(self.latent_dim, dim=-1)
+        for u, scale_logit in zip(all_u, self.scale_logits):
+            hidden = rank_one_plus_identity_product(u, scale_logit, hidden)
         return hidden
 
     def forward(self, features: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -37,7 +38,10 @@ MODEL_CARD_TEMPLATE = "smd_pipeline.md"
 """File name of the card template inside ``diffusers_smd/assets/model_cards/``."""
 
 # The data sets that train_smd.py ships offline: not Hub ids, so never put in the `datasets` metadata.
-_BUILTIN_DATASETS = {"digits": "scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes)"}
+_BUILTIN_DATASETS = {"digits": "scikit-learn's bundled 8x8 handwritten digits, 10 classes"}
+# run_summary.json's "dataset" is a description such as "built-in digits (train split, 1437 images)",
+# "huggan/flowers (8189 images)" or "/data/faces (500 images)".
+_DATASET_SIZE = re.compile(r"\((?:[^()]*, )?([\d,]+) images\)\s*$")
 
 # Flags worth a row of their own in the card (the full set is in a collapsed block).
 _HEADLINE_FLAGS = (
@@ -124,14 +128,17 @@ class RunFacts:
     unet_class: str | None = None
     unet_config: dict[str, Any] = field(default_factory=dict)
     unet_parameters: int | None = None
+    smd_config: dict[str, Any] = field(default_factory=dict)  # the SMD wrapper's own config keys, if any
+    smd_parameters: int | None = None  # parameters of the SMD modules (identifier + hypernetwork)
     scheduler_class: str | None = None
     scheduler_config: dict[str, Any] = field(default_factory=dict)
     etsdm_threshold: int | None = None
     etsdm_intervals: int | None = None
     objective: str | None = None
     global_step: int | None = None
-    dataset: str | None = None
-    dataset_is_hub_id: bool = False
+    dataset_kind: str | None = None  # "builtin" (the bundled digits), "hub" (a Hub data set id) or "local"
+    dataset: str | None = None  # the Hub data set id (kind "hub") or the built-in name
+    dataset_size: int | None = None  # number of training images, when training recorded it
     resolution: int | None = None
     final_loss: float | None = None
     train_seconds: float | None = None
@@ -140,6 +147,10 @@ class RunFacts:
     training_args: dict[str, Any] = field(default_factory=dict)
     eval_results: list[dict[str, Any]] = field(default_factory=list)
     has_sample_grid: bool = False
+
+    @property
+    def dataset_is_hub_id(self) -> bool:
+        return self.dataset_kind == "hub"
 
     @property
     def uses_smd(self) -> bool:
@@ -157,8 +168,8 @@ def _read_json(path: Path) -> Any | None:
         return json.load(f)
 
 
-def _count_safetensors_parameters(component_dir: Path) -> int | None:
-    """Number of parameters in a component's safetensors weights, read from the file headers only."""
+def _parameter_counts(component_dir: Path) -> dict[str, int] | None:
+    """Parameters per top-level submodule of a component's safetensors weights, from the file headers only."""
     from safetensors import safe_open
 
     index = _read_json(component_dir / "diffusion_pytorch_model.safetensors.index.json")
@@ -168,12 +179,13 @@ def _count_safetensors_parameters(component_dir: Path) -> int | None:
         files = [component_dir / "diffusion_pytorch_model.safetensors"]
     if not all(f.is_file() for f in files):
         return None
-    total = 0
+    counts: dict[str, int] = {}
     for file in files:
         with safe_open(str(file), framework="numpy") as handle:
             for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
-                total += math.prod(handle.get_slice(key).get_shape())
-    return total
+                module = key.split(".")[0]
+                counts[module] = counts.get(module, 0) + math.prod(handle.get_slice(key).get_shape())
+    return counts
 
 
 def _looks_like_hub_id(value: str, folder: Path) -> bool:
@@ -192,6 +204,29 @@ def _looks_like_hub_id(value: str, folder: Path) -> bool:
     except HFValidationError:
         return False
     return True
+
+
+def _training_data(args: dict, summary: dict, folder: Path) -> tuple[str | None, str | None, int | None]:
+    """(kind, name, number of images) of the training data, from the flags first, then the run summary."""
+    description = summary.get("dataset") if isinstance(summary.get("dataset"), str) else None
+    match = _DATASET_SIZE.search(description) if description else None
+    size = int(match.group(1).replace(",", "")) if match else None
+    if args.get("train_data_dir"):
+        return "local", None, size
+    name = args.get("dataset_name")
+    if name is None and description is not None:
+        name = (
+            "digits"
+            if description.startswith("built-in digits")
+            else description[: match.start()].strip()
+            if match
+            else description
+        )
+    if name is None:
+        return None, None, None
+    if name in _BUILTIN_DATASETS:
+        return "builtin", name, size
+    return ("hub", name, size) if _looks_like_hub_id(name, folder) else ("local", None, size)
 
 
 def _first(*values: Any) -> Any:
@@ -213,10 +248,18 @@ def read_run_facts(folder: str | os.PathLike) -> RunFacts:
     unet_entry = model_index.get("unet")
     if isinstance(unet_entry, list) and len(unet_entry) == 2:
         facts.unet_class = unet_entry[1]
-    facts.unet_config = _read_json(folder / "unet" / "config.json") or {}
-    facts.unet_class = facts.unet_config.get("_class_name", facts.unet_class)
-    if (folder / "unet").is_dir():
-        facts.unet_parameters = _count_safetensors_parameters(folder / "unet")
+    unet_config = _read_json(folder / "unet" / "config.json") or {}
+    facts.unet_class = unet_config.get("_class_name", facts.unet_class)
+    # An SMD UNet wraps a diffusers UNet: its config nests the backbone's config under "unet_config".
+    facts.smd_config = (
+        {k: v for k, v in unet_config.items() if k != "unet_config"} if "unet_config" in unet_config else {}
+    )
+    facts.unet_config = unet_config.get("unet_config") or unet_config
+    counts = _parameter_counts(folder / "unet") if (folder / "unet").is_dir() else None
+    if counts:
+        facts.unet_parameters = sum(counts.values())
+        if facts.smd_config and "unet" in counts:
+            facts.smd_parameters = facts.unet_parameters - counts["unet"]
     facts.scheduler_config = _read_json(folder / "scheduler" / "scheduler_config.json") or {}
     facts.scheduler_class = facts.scheduler_config.get("_class_name")
     facts.etsdm_threshold = facts.scheduler_config.get("etsdm_threshold")
@@ -227,6 +270,8 @@ def read_run_facts(folder: str | os.PathLike) -> RunFacts:
     facts.training_args = {k: v for k, v in args.items() if "token" not in k.lower() and v is not None}
     summary = _read_json(folder / "run_summary.json") or {}
     etsdm_summary = summary.get("etsdm") if isinstance(summary.get("etsdm"), dict) else {}
+    if etsdm_summary.get("enabled") is False:
+        etsdm_summary = {}
     if facts.etsdm_threshold is None:  # a plain scheduler was saved: fall back to what training recorded
         facts.etsdm_threshold = _first(etsdm_summary.get("threshold"), summary.get("etsdm_threshold"))
         facts.etsdm_intervals = _first(etsdm_summary.get("intervals"), summary.get("etsdm_intervals"))
@@ -238,11 +283,7 @@ def read_run_facts(folder: str | os.PathLike) -> RunFacts:
 
     facts.objective = _first(summary.get("objective"), args.get("objective"))
     facts.global_step = summary.get("global_step")
-    facts.dataset = _first(summary.get("dataset"), args.get("dataset_name"), args.get("train_data_dir"))
-    if facts.dataset is not None and facts.dataset not in _BUILTIN_DATASETS:
-        facts.dataset_is_hub_id = args.get("train_data_dir") != facts.dataset and _looks_like_hub_id(
-            facts.dataset, folder
-        )
+    facts.dataset_kind, facts.dataset, facts.dataset_size = _training_data(args, summary, folder)
     facts.resolution = _first(
         summary.get("resolution"), args.get("resolution"), facts.unet_config.get("sample_size")
     )
@@ -256,6 +297,20 @@ def read_run_facts(folder: str | os.PathLike) -> RunFacts:
     facts.eval_results = [row for row in eval_results if isinstance(row.get("value"), int | float)]
     facts.has_sample_grid = (folder / "sample_grid.png").is_file()
     return facts
+
+
+def _headline_flags(facts: RunFacts) -> list[str]:
+    """The flags worth a row: the run's own settings, not those of methods it did not use."""
+    names = [n for n in _HEADLINE_FLAGS if n in facts.training_args]
+    if not facts.uses_smd:
+        names = [n for n in names if not n.startswith("smd_")]
+    if facts.objective != "smd-mixture":
+        names = [n for n in names if n != "smd_mixture_samples"]
+    if not facts.uses_etsdm:
+        names = [n for n in names if not n.startswith("etsdm_")]
+    if facts.training_args.get("max_train_steps") is not None:
+        names = [n for n in names if n != "num_epochs"]  # the step budget decides, not the epoch count
+    return names
 
 
 def _format_number(value: float) -> str:
@@ -282,13 +337,17 @@ _OBJECTIVE_TEXT = {
 
 
 def _describe_dataset(facts: RunFacts) -> str | None:
-    if facts.dataset is None:
+    if facts.dataset_kind is None:
         return None
-    if facts.dataset in _BUILTIN_DATASETS:
-        return _BUILTIN_DATASETS[facts.dataset]
-    if facts.dataset_is_hub_id:
-        return f"[{facts.dataset}](https://huggingface.co/datasets/{facts.dataset})"
-    return "a local image folder"
+    if facts.dataset_kind == "builtin":
+        text = _BUILTIN_DATASETS[facts.dataset]
+    elif facts.dataset_kind == "hub":
+        text = f"[{facts.dataset}](https://huggingface.co/datasets/{facts.dataset})"
+    else:
+        text = "a local image folder"
+    if facts.dataset_size is not None:
+        text += f" ({facts.dataset_size:,} training images)"
+    return text
 
 
 def _describe_base_model(facts: RunFacts) -> str | None:
@@ -303,7 +362,7 @@ def _summary(facts: RunFacts) -> str:
     kind = "An unconditional image diffusion model"
     if facts.unet_config.get("num_class_embeds"):
         kind = "A class-conditional image diffusion model"
-    parts = [f"{kind} saved as a `{facts.pipeline_class}`"]
+    parts = [f"{kind} (a diffusers `{facts.pipeline_class}`)"]
     if facts.objective in _OBJECTIVE_TEXT:
         parts.append(f", trained with {_OBJECTIVE_TEXT[facts.objective]}")
     if facts.uses_etsdm:
@@ -338,7 +397,16 @@ def _details(facts: RunFacts) -> list[tuple[str, str]]:
     if facts.unet_class is not None:
         rows.append(("Denoiser", f"`{facts.unet_class}`"))
     if facts.unet_parameters is not None:
-        rows.append(("Denoiser parameters", f"{facts.unet_parameters:,}"))
+        count = f"{facts.unet_parameters:,}"
+        if facts.smd_parameters is not None:
+            backbone = facts.unet_parameters - facts.smd_parameters
+            count += f" ({backbone:,} in the UNet backbone, {facts.smd_parameters:,} in the SMD modules)"
+        rows.append(("Denoiser parameters", count))
+    if facts.smd_config.get("latent_dim") is not None:
+        smd = f"latent dimension {facts.smd_config['latent_dim']}"
+        if facts.smd_config.get("num_hypernet_layers") is not None:
+            smd += f", {facts.smd_config['num_hypernet_layers']} hypernetwork layers"
+        rows.append(("SMD mixture modules", smd))
     channels = facts.unet_config.get("block_out_channels")
     if channels:
         rows.append(("UNet block channels", ", ".join(str(c) for c in channels)))
@@ -381,11 +449,13 @@ def _loading_snippets(facts: RunFacts, repo_id: str) -> list[dict[str, str]]:
             }
         ]
     if facts.uses_etsdm:
-        swap_import = "from diffusers_smd import ETSDMDPMSolverMultistepScheduler"
+        swap_import = "from diffusers_smd import ETSDMDPMSolverMultistepScheduler, SMDPipeline"
         swap_class = "ETSDMDPMSolverMultistepScheduler"
         swap_note = "an E-TSDM DPM-Solver++ keeps the shared conditions of training"
     else:
-        swap_import = "from diffusers import DPMSolverMultistepScheduler"
+        swap_import = (
+            "from diffusers import DPMSolverMultistepScheduler\n\nfrom diffusers_smd import SMDPipeline"
+        )
         swap_class = "DPMSolverMultistepScheduler"
         swap_note = "any diffusers scheduler works"
     return [
@@ -414,7 +484,7 @@ def _loading_snippets(facts: RunFacts, repo_id: str) -> list[dict[str, str]]:
         {
             "title": f"4. Fewer steps with another scheduler ({swap_note})",
             "code": (
-                f"import torch\n{swap_import}\nfrom diffusers_smd import SMDPipeline\n\n"
+                f"import torch\n{swap_import}\n\n"
                 f'pipe = SMDPipeline.from_pretrained("{repo_id}")\n'
                 f"pipe.scheduler = {swap_class}.from_config(pipe.scheduler.config)\n"
                 "images = pipe(batch_size=4, num_inference_steps=10, generator=torch.manual_seed(0)).images"
@@ -478,18 +548,17 @@ def render_model_card(folder: str | os.PathLike, repo_id: str, *, license: str =
         json.dumps(facts.training_args, indent=2, sort_keys=True) if facts.training_args else None
     )
     hyperparameters = [
-        (
-            name,
-            json.dumps(facts.training_args[name])
-            if not isinstance(facts.training_args[name], str)
-            else facts.training_args[name],
-        )
-        for name in _HEADLINE_FLAGS
-        if name in facts.training_args
+        (name, value if isinstance(value, str) else json.dumps(value))
+        for name, value in ((n, facts.training_args[n]) for n in _headline_flags(facts))
     ]
     caption = "A grid of samples drawn from this model at the end of training"
-    if facts.global_step is not None:
-        caption += f" (step {facts.global_step:,})"
+    how = [f"step {facts.global_step:,}"] if facts.global_step is not None else []
+    if facts.scheduler_class is not None:
+        how.append(f"`{facts.scheduler_class}`")
+    if isinstance(facts.training_args.get("ddpm_num_inference_steps"), int):
+        how.append(f"{facts.training_args['ddpm_num_inference_steps']} denoising steps")
+    if how:
+        caption += f" ({', '.join(how)})"
     template = resources.files("diffusers_smd").joinpath("assets", "model_cards", MODEL_CARD_TEMPLATE)
     return ModelCard.from_template(
         _card_data(facts, license),

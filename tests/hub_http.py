@@ -14,6 +14,11 @@ commit), so the test sees exactly what the real Hub would receive.
   path and bytes. An ``lfsFile`` entry fails the test: it means bytes were sent elsewhere.
 * ``POST /api/validate-yaml`` (sent for README.md): parses the card's front matter with
   huggingface_hub's own card parser; a card that does not parse gets the Hub's 400 answer.
+* Downloads of what was committed, so the repo can be loaded back through the normal download
+  path: ``GET /api/models/{repo}`` and ``.../revision/{rev}`` (model info with the file list),
+  ``GET /api/models/{repo}/tree/{rev}`` (the listing ``snapshot_download`` reads) and
+  ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` (the file, with ``X-Repo-Commit`` and ``ETag``).
+  :meth:`FakeHub.serving` starts a fake that already holds a folder's files.
 * ``GET /api/agent-harnesses``: huggingface_hub's best-effort user-agent lookup (made only when
   not offline); answered 404, which it ignores, and not counted as unexpected.
 * Anything else: 404, recorded in ``unexpected``.
@@ -25,7 +30,9 @@ commit), so the test sees exactly what the real Hub would receive.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import pathlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -46,6 +53,8 @@ class FakeHub:
     requests: list[httpx2.Request] = field(default_factory=list)
     validated_cards: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    repo_id: str | None = None  # the repo the files were committed to (served back for downloads)
+    commit_sha: str = "0" * 40
 
     def __post_init__(self) -> None:
         if self.fail_on is not None and self.fail_on not in ENDPOINT_PATHS:
@@ -56,9 +65,23 @@ class FakeHub:
             self.status, json={"error": self.error_message}, headers={"X-Error-Message": self.error_message}
         )
 
+    @classmethod
+    def serving(cls, folder, repo_id: str) -> FakeHub:
+        """A fake Hub whose repo ``repo_id`` already holds every file under ``folder``."""
+        root = pathlib.Path(folder)
+        hub = cls(repo_id=repo_id)
+        hub.files = {
+            p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+        }
+        return hub
+
     def handle(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)
         path = request.url.path
+        if self.repo_id is not None and self.files and request.method in ("GET", "HEAD"):
+            answer = self._download(request.method, path)
+            if answer is not None:
+                return answer
         if request.method == "POST" and path == "/api/repos/create":
             if self.fail_on == "create":
                 return self._error()
@@ -96,6 +119,37 @@ class FakeHub:
             return httpx2.Response(200, json={"warnings": [{"message": "empty or missing yaml metadata"}]})
         return httpx2.Response(200, json={"warnings": []})
 
+    def _download(self, method: str, path: str) -> httpx2.Response | None:
+        repo, revisions = self.repo_id, ("main", self.commit_sha)
+        if path in (f"/api/models/{repo}", *(f"/api/models/{repo}/revision/{r}" for r in revisions)):
+            siblings = [{"rfilename": name} for name in sorted(self.files)]
+            return httpx2.Response(
+                200, json={"id": repo, "sha": self.commit_sha, "private": False, "siblings": siblings}
+            )
+        if path in (f"/api/models/{repo}/tree/{r}" for r in revisions):
+            entries = [
+                {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                for name, data in sorted(self.files.items())
+            ]
+            folders = sorted({name.rsplit("/", 1)[0] for name in self.files if "/" in name})
+            entries += [{"type": "directory", "path": name, "oid": "0" * 40} for name in folders]
+            return httpx2.Response(200, json=entries)
+        for revision in revisions:
+            prefix = f"/{repo}/resolve/{revision}/"
+            if path.startswith(prefix):
+                data = self.files.get(path.removeprefix(prefix))
+                if data is None:
+                    return httpx2.Response(
+                        404, headers={"X-Error-Code": "EntryNotFound"}, json={"error": "no such file"}
+                    )
+                headers = {
+                    "X-Repo-Commit": self.commit_sha,
+                    "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+                    "Content-Length": str(len(data)),
+                }
+                return httpx2.Response(200, headers=headers, content=b"" if method == "HEAD" else data)
+        return None
+
     def _commit(self, path: str, content: bytes) -> httpx2.Response:
         lines = [json.loads(line) for line in content.splitlines() if line.strip()]
         header = next(line["value"] for line in lines if line["key"] == "header")
@@ -110,8 +164,13 @@ class FakeHub:
             {"path": path, "summary": header["summary"], "description": header["description"]}
         )
         repo = path.removeprefix("/api/models/").split("/commit/")[0]
+        self.repo_id = repo
         return httpx2.Response(
-            200, json={"commitUrl": f"https://huggingface.co/{repo}/commit/{'0' * 40}", "commitOid": "0" * 40}
+            200,
+            json={
+                "commitUrl": f"https://huggingface.co/{repo}/commit/{self.commit_sha}",
+                "commitOid": self.commit_sha,
+            },
         )
 
     def client(self) -> httpx2.Client:
@@ -137,24 +196,29 @@ def make_run_folder(
     path,
     *,
     objective: str = "smd",
-    etsdm: tuple[int, int] | None = (100, 5),
+    etsdm: tuple[int, int] | None = (10, 5),
+    plain_diffusers: bool = False,
     run_summary: bool = True,
     eval_results: bool = True,
     sample_grid: bool = True,
     training_args: dict | None = None,
     extra_run_summary: dict | None = None,
 ):
-    """Save a tiny randomly initialised pipeline to ``path`` with realistic run files.
+    """Save a tiny randomly initialised pipeline to ``path`` with realistic run files, as train_smd.py does.
 
-    ``etsdm=(threshold, intervals)`` records E-TSDM in the scheduler config as the E-TSDM
-    schedulers do (``etsdm_threshold`` / ``etsdm_intervals``); ``None`` leaves it out.
-    Also writes a ``checkpoint-10/`` folder and ``logs/`` that publishing must leave out.
+    An ``SMDPipeline`` whose denoiser is an ``SMDUNet2DModel`` (objective "smd"/"smd-mixture") or a
+    plain ``UNet2DModel`` ("vanilla"), with an ``ETSDMDDPMScheduler(etsdm_threshold, etsdm_intervals)``
+    when ``etsdm=(threshold, intervals)``, else a ``DDPMScheduler`` (100 training timesteps).
+    ``plain_diffusers=True`` saves a stock ``DDPMPipeline`` instead (nothing of diffusers_smd).
+    Also writes ``checkpoint-10/``, ``.tmp-checkpoint-20/`` and ``logs/``, which publishing must leave out.
     """
     import pathlib
 
     import torch
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
     from PIL import Image
+
+    from diffusers_smd import ETSDMDDPMScheduler, SMDPipeline, SMDUNet2DModel
 
     path = pathlib.Path(path)
     torch.manual_seed(0)
@@ -168,16 +232,26 @@ def make_run_folder(
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
     )
-    DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100)).save_pretrained(path)
-    if etsdm is not None:  # the config keys an E-TSDM scheduler saves
-        config_path = path / "scheduler" / "scheduler_config.json"
-        config = json.loads(config_path.read_text())
-        config.update(etsdm_threshold=etsdm[0], etsdm_intervals=etsdm[1])
-        config_path.write_text(json.dumps(config, indent=2))
+    if etsdm is not None:
+        scheduler = ETSDMDDPMScheduler(
+            num_train_timesteps=100, etsdm_threshold=etsdm[0], etsdm_intervals=etsdm[1]
+        )
+    else:
+        scheduler = DDPMScheduler(num_train_timesteps=100)
+    if plain_diffusers:
+        pipeline = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100))
+    elif objective in ("smd", "smd-mixture"):
+        denoiser = SMDUNet2DModel.from_unet(
+            unet, latent_dim=8, identifier_block_out_channels=(8,), identifier_norm_num_groups=4
+        )
+        pipeline = SMDPipeline(unet=denoiser, scheduler=scheduler)
+    else:
+        pipeline = SMDPipeline(unet=unet, scheduler=scheduler)
+    pipeline.save_pretrained(path)
 
     args = {
         "objective": objective,
-        "dataset_name": None,
+        "dataset_name": "digits",
         "train_data_dir": None,
         "output_dir": str(path),
         "resolution": 8,
@@ -185,9 +259,14 @@ def make_run_folder(
         "learning_rate": 1e-4,
         "lr_scheduler": "cosine",
         "max_train_steps": 1234,
+        "num_epochs": 100,
+        "ddpm_num_inference_steps": 50,
+        "smd_latent_dim": 8,
+        "smd_hypernet_layers": 2,
+        "smd_mixture_samples": 4,
         "use_ema": True,
         "etsdm": etsdm is not None,
-        "etsdm_threshold": etsdm[0] if etsdm else 100,
+        "etsdm_threshold": etsdm[0] if etsdm else 10,
         "etsdm_intervals": etsdm[1] if etsdm else 5,
         "push_to_hub": True,
         "hub_model_id": "me/smd-digits",
@@ -196,16 +275,30 @@ def make_run_folder(
     args.update(training_args or {})
     (path / "training_args.json").write_text(json.dumps(args, indent=2))
     if run_summary:
+        # The shape train_smd.py writes (diffusers_smd/training.py).
+        counts = {"total": sum(p.numel() for p in pipeline.unet.parameters())}
         summary = {
             "global_step": 1234,
             "objective": objective,
-            "etsdm": {"threshold": etsdm[0], "intervals": etsdm[1]} if etsdm else None,
-            "dataset": "digits",
+            "etsdm": {
+                "enabled": etsdm is not None,
+                "threshold": etsdm and etsdm[0],
+                "intervals": etsdm and etsdm[1],
+            },
+            "dataset": "built-in digits (train split, 1437 images)",
             "resolution": 8,
-            "num_parameters": {"unet": sum(p.numel() for p in unet.parameters())},
+            "num_channels": 1,
+            "parameter_counts": counts,
             "final_loss": 0.04231,
             "wall_clock_seconds": 187.2,
             "base_model": None,
+            "num_processes": 1,
+            "total_batch_size": 16,
+            "use_ema": True,
+            "seed": 0,
+            "resumed_from": None,
+            "model_class": type(pipeline.unet).__name__,
+            "noise_scheduler": type(pipeline.scheduler).__name__,
         }
         summary.update(extra_run_summary or {})
         (path / "run_summary.json").write_text(json.dumps(summary, indent=2))
@@ -232,6 +325,8 @@ def make_run_folder(
     (path / "checkpoint-10" / "unet").mkdir(parents=True)
     (path / "checkpoint-10" / "optimizer.bin").write_bytes(b"optimizer state")
     (path / "checkpoint-10" / "unet" / "config.json").write_text("{}")
+    (path / ".tmp-checkpoint-20").mkdir()  # left by a run killed while checkpointing
+    (path / ".tmp-checkpoint-20" / "random_states_0.pkl").write_bytes(b"rng")
     (path / "logs").mkdir()
     (path / "logs" / "events.out.tfevents.1").write_bytes(b"tensorboard")
     return path

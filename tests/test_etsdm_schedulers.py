@@ -127,6 +127,29 @@ def test_repeated_condition_timesteps_and_a_second_loop():
     assert torch.equal(x, first)
 
 
+@pytest.mark.parametrize(
+    ("parent", "etsdm"),
+    [
+        (DDPMScheduler, ETSDMDDPMScheduler),
+        (DDIMScheduler, ETSDMDDIMScheduler),
+        (DPMSolverMultistepScheduler, ETSDMDPMSolverMultistepScheduler),
+    ],
+)
+def test_repeated_condition_timesteps_match_the_reference(parent, etsdm):
+    reference = parent()
+    expected, reference_t = run_stock_loop(reference, 100, condition=reference_condition)
+    scheduler = etsdm()
+    got, got_t = run_stock_loop(scheduler, 100)
+    assert len(set(got_t)) < len(got_t)  # some condition timesteps repeat
+    assert got_t == reference_t and torch.equal(got, expected)
+    # a loop started at a repeated value (no begin index) starts at its FIRST occurrence
+    scheduler.set_timesteps(100)
+    repeated = next(t for t in scheduler.timesteps.tolist() if scheduler.timesteps.tolist().count(t) > 1)
+    first = scheduler.timesteps.tolist().index(repeated)
+    scheduler.step(torch.zeros(SHAPE), torch.tensor(repeated), torch.zeros(SHAPE))
+    assert scheduler.step_index == first + 1
+
+
 def test_condition_timesteps_for_training_loops():
     for cls in (ETSDMDDPMScheduler, ETSDMDDIMScheduler, ETSDMDPMSolverMultistepScheduler):
         t = torch.randint(0, 1000, (64,))

@@ -5,9 +5,9 @@ import re
 from pathlib import Path
 
 import pytest
-from diffusers import UNet2DModel
 from huggingface_hub import ModelCard
 
+from diffusers_smd import SMDPipeline
 from diffusers_smd.model_card import read_run_facts, render_model_card
 from tests.hub_http import make_run_folder
 
@@ -35,10 +35,19 @@ def test_metadata_parses_and_describes_the_run(tmp_path):
     assert "datasets" not in data and "base_model" not in data
 
     text = card.text
-    unet = UNet2DModel.from_pretrained(folder / "unet")
-    assert f"{sum(p.numel() for p in unet.parameters()):,}" in text  # counted from the weights' headers
+    # Counted from the safetensors headers; checked against the loaded model.
+    unet = SMDPipeline.from_pretrained(folder).unet
+    total, backbone = (
+        sum(p.numel() for p in unet.parameters()),
+        sum(p.numel() for p in unet.unet.parameters()),
+    )
+    assert (
+        f"| Denoiser parameters | {total:,} ({backbone:,} in the UNet backbone, {total - backbone:,} in the SMD modules) |"
+        in text
+    )
+    assert "| SMD mixture modules | latent dimension 8, 2 hypernetwork layers |" in text
     assert "| Training steps | 1,234 |" in text
-    assert "threshold 100, 5 shared-condition intervals" in text
+    assert "threshold 10, 5 shared-condition intervals" in text
     assert "| Final training loss | 0.04231 |" in text
     assert "| Training time | 3 min 7 s |" in text  # 187.2 s
     assert "8, 16" in text and "8 x 8" in text
@@ -98,18 +107,35 @@ def test_missing_optional_data_is_said_not_invented(tmp_path):
     assert "```bibtex" not in text  # a vanilla model cites no method paper
 
 
-def test_hub_dataset_and_base_model_become_metadata(tmp_path):
+@pytest.mark.parametrize("from_flags", [True, False])
+def test_hub_dataset_and_base_model_become_metadata(tmp_path, from_flags):
+    # Without the flag, the data set comes from run_summary.json's description.
+    flags = {"dataset_name": "huggan/smithsonian_butterflies_subset" if from_flags else None}
     folder = make_run_folder(
         tmp_path / "run",
-        training_args={"dataset_name": "huggan/smithsonian_butterflies_subset"},
+        training_args=flags,
         extra_run_summary={
-            "dataset": "huggan/smithsonian_butterflies_subset",
+            "dataset": "huggan/smithsonian_butterflies_subset (1000 images)",
             "base_model": "google/ddpm-cifar10-32",
         },
     )
-    data = render_model_card(folder, "me/butterflies").data
-    assert data.datasets == ["huggan/smithsonian_butterflies_subset"]
-    assert data.base_model == "google/ddpm-cifar10-32"
+    card = render_model_card(folder, "me/butterflies")
+    assert card.data.datasets == ["huggan/smithsonian_butterflies_subset"]
+    assert card.data.base_model == "google/ddpm-cifar10-32"
+    link = "[huggan/smithsonian_butterflies_subset](https://huggingface.co/datasets/huggan/smithsonian_butterflies_subset)"
+    assert f"| Training data | {link} (1,000 training images) |" in card.text
+    assert (
+        "| Base model | [google/ddpm-cifar10-32](https://huggingface.co/google/ddpm-cifar10-32) |"
+        in card.text
+    )
+
+
+def test_builtin_digits_are_described_with_their_size(tmp_path):
+    text = render_model_card(make_run_folder(tmp_path / "run"), "me/smd-digits").text
+    assert (
+        "| Training data | scikit-learn's bundled 8x8 handwritten digits, 10 classes (1,437 training images) |"
+        in text
+    )
 
 
 def test_local_paths_are_not_hub_metadata(tmp_path):
@@ -119,12 +145,17 @@ def test_local_paths_are_not_hub_metadata(tmp_path):
     images.mkdir()
     folder = make_run_folder(
         tmp_path / "run",
-        training_args={"train_data_dir": str(images), "pretrained_model_name_or_path": str(local_model)},
-        extra_run_summary={"dataset": str(images), "base_model": str(local_model)},
+        training_args={
+            "dataset_name": None,
+            "train_data_dir": str(images),
+            "pretrained_model_name_or_path": str(local_model),
+        },
+        extra_run_summary={"dataset": f"{images} (500 images)", "base_model": str(local_model)},
     )
     card = render_model_card(folder, "me/local")
     assert card.data.datasets is None and card.data.base_model is None
-    assert "a local image folder" in card.text and "a local pretrained model" in card.text
+    assert "| Training data | a local image folder (500 training images) |" in card.text
+    assert "| Base model | a local pretrained model |" in card.text
 
 
 def test_token_like_flags_never_reach_the_card(tmp_path):
@@ -164,3 +195,24 @@ def test_eval_table_matches_eval_results_file(tmp_path):
         assert int(cells[2]) == row["num_inference_steps"]
         assert float(cells[3]) == pytest.approx(row["value"], rel=1e-3)
         assert int(cells[4]) == row["num_samples"]
+
+
+def test_a_stock_diffusers_pipeline_gets_a_plain_card(tmp_path):
+    folder = make_run_folder(tmp_path / "run", objective="vanilla", etsdm=None, plain_diffusers=True)
+    card = render_model_card(folder, "me/ddpm")
+    blocks = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
+    assert len(blocks) == 1 and "trust_remote_code" not in blocks[0] and "diffusers_smd" not in blocks[0]
+    assert "| Pipeline | `DDPMPipeline` |" in card.text
+
+
+def test_hyperparameters_shown_are_the_runs_own(tmp_path):
+    smd = render_model_card(make_run_folder(tmp_path / "smd"), "me/smd").text
+    assert "| `smd_latent_dim` | `8` |" in smd and "| `etsdm_intervals` | `5` |" in smd
+    assert "`smd_mixture_samples`" not in smd.split("<details>")[0]  # only the smd-mixture objective uses it
+    assert "`num_epochs`" not in smd.split("<details>")[0]  # --max_train_steps decides the length
+    assert "(step 1,234, `ETSDMDDPMScheduler`, 50 denoising steps)" in smd
+    vanilla = render_model_card(
+        make_run_folder(tmp_path / "vanilla", objective="vanilla", etsdm=None), "me/v"
+    ).text
+    table = vanilla.split("<details>")[0]
+    assert "`smd_" not in table and "`etsdm_" not in table

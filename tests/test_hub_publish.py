@@ -4,18 +4,26 @@ No network: huggingface_hub's HTTP client is routed to the in-process FakeHub (t
 """
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from huggingface_hub import ModelCard
 
-from diffusers_smd.hub import DEFAULT_IGNORE_PATTERNS, PublishError, publish, publish_main
+from diffusers_smd.hub import DEFAULT_IGNORE_PATTERNS, PublishError, check_repo_id, publish, publish_main
+from tests.hub_cache import build_hub_cache
 from tests.hub_http import fake_hub, make_run_folder, snapshot_tree
 
 FAKE_TOKEN = "hf_FakeTokenForTests0123456789abcdef"
 
 # What a run folder holds that must stay local (see make_run_folder).
-LOCAL_ONLY = {"checkpoint-10/optimizer.bin", "checkpoint-10/unet/config.json", "logs/events.out.tfevents.1"}
+LOCAL_ONLY = {
+    "checkpoint-10/optimizer.bin",
+    "checkpoint-10/unet/config.json",
+    ".tmp-checkpoint-20/random_states_0.pkl",
+    "logs/events.out.tfevents.1",
+}
 
 
 @pytest.fixture
@@ -72,6 +80,17 @@ def test_bad_arguments_fail_before_any_work(run_folder, tmp_path, kwargs, error,
     with fake_hub() as hub, pytest.raises(error, match=match):
         publish(run_folder, **arguments)
     assert hub.requests == []
+
+
+@pytest.mark.parametrize("bad", [None, "", "name-only", "a/b/c", "me/bad name", "me/x" + "y" * 100])
+def test_check_repo_id_names_the_flag(bad):
+    with pytest.raises(ValueError, match="--hub_model_id"):
+        check_repo_id(bad, name="--hub_model_id")
+
+
+def test_check_repo_id_accepts_hub_ids():
+    for good in ("me/smd-digits", "Org-Name/model_v2.1"):
+        assert check_repo_id(good) == good
 
 
 def test_a_folder_that_is_not_a_pipeline_is_refused(tmp_path):
@@ -197,3 +216,116 @@ def test_cli_reports_a_hub_failure_with_exit_status_1(run_folder, capsys, env_to
     err = capsys.readouterr().err
     assert "Repository not found" in err and FAKE_TOKEN not in err
     assert Path(run_folder, "model_index.json").is_file()
+
+
+SHIMS = {"diffusers_smd_loader.py", "unet/diffusers_smd.py", "scheduler/diffusers_smd.py"}
+
+
+def test_publish_adds_the_loading_shims(run_folder, tmp_path):
+    for name in SHIMS:  # a folder saved without them (e.g. copied by hand): publish must add them
+        (run_folder / name).unlink()
+    result = publish(run_folder, "me/smd-digits", dry_run_dir=tmp_path / "dry")
+    assert set(result.files) >= SHIMS
+    assert not any((run_folder / name).exists() for name in SHIMS)  # added to the upload, not to the folder
+
+
+COMPARE_WITH_LOCAL = """
+import diffusers_smd
+local = diffusers_smd.SMDPipeline.from_pretrained(sys.argv[1])
+assert type(hub) is diffusers_smd.SMDPipeline, type(hub)
+assert type(hub.unet) is diffusers_smd.SMDUNet2DModel and type(hub.scheduler) is diffusers_smd.ETSDMDDPMScheduler
+assert hub.scheduler.config.etsdm_threshold == 10 and hub.scheduler.config.etsdm_intervals == 5
+a, b = hub.unet.state_dict(), local.unet.state_dict()
+assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+x = hub(batch_size=1, num_inference_steps=2, generator=torch.manual_seed(0), output_type="pt").images
+y = local(batch_size=1, num_inference_steps=2, generator=torch.manual_seed(0), output_type="pt").images
+assert torch.equal(x, y)
+print("round trip ok")
+"""
+
+# A Hub cache built from the uploaded files, HF_HUB_OFFLINE=1. Offline, diffusers 0.42 looks up a repo's
+# trust_remote_code files with a model_info call, so this process imports diffusers_smd first (loading path 1).
+FROM_OFFLINE_CACHE = """
+import sys
+import torch
+import diffusers_smd
+from diffusers import DiffusionPipeline
+
+hub = DiffusionPipeline.from_pretrained("me/smd-digits", trust_remote_code=True)
+"""
+
+# The normal online download path, answered by the fake Hub holding the uploaded files; the user's code
+# never imports diffusers_smd: trust_remote_code runs the shims that publish uploaded (loading path 2).
+FROM_FAKE_HUB_DOWNLOAD = """
+import sys
+import torch
+import huggingface_hub
+from diffusers import DiffusionPipeline
+from tests.hub_http import FakeHub
+
+fake = FakeHub.serving(sys.argv[2], "me/smd-digits")
+huggingface_hub.set_client_factory(fake.client)
+assert "diffusers_smd" not in sys.modules
+hub = DiffusionPipeline.from_pretrained("me/smd-digits", trust_remote_code=True)
+assert "diffusers_smd" in sys.modules and fake.unexpected == [], fake.unexpected
+"""
+
+
+def test_uploaded_repo_loads_back_in_fresh_processes(run_folder, tmp_path, subprocess_env, env_token):
+    with fake_hub() as hub:
+        publish(run_folder, "me/smd-digits")
+    uploaded = tmp_path / "uploaded"
+    for name, content in hub.files.items():
+        (uploaded / name).parent.mkdir(parents=True, exist_ok=True)
+        (uploaded / name).write_bytes(content)
+    build_hub_cache(uploaded, "me/smd-digits", tmp_path / "cache")
+    base = {k: v for k, v in subprocess_env.items() if k != "HF_TOKEN"}
+    runs = {
+        "offline cache": (
+            FROM_OFFLINE_CACHE,
+            {**base, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_MODULES_CACHE": str(tmp_path / "modules1")},
+        ),
+        "fake Hub download": (
+            FROM_FAKE_HUB_DOWNLOAD,
+            {  # not offline: every request goes to the in-process fake Hub (an httpx2 MockTransport)
+                **{k: v for k, v in base.items() if k != "HF_HUB_OFFLINE"},
+                "HF_HUB_CACHE": str(tmp_path / "download-cache"),
+                "HF_MODULES_CACHE": str(tmp_path / "modules2"),
+                "HF_HOME": str(tmp_path / "hf_home"),
+            },
+        ),
+    }
+    children = {  # started together: two cores, about half the wall-clock time
+        name: subprocess.Popen(
+            [sys.executable, "-c", script + COMPARE_WITH_LOCAL, str(run_folder), str(uploaded)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (script, env) in runs.items()
+    }
+    for name, child in children.items():
+        stdout, stderr = child.communicate(timeout=400)
+        assert child.returncode == 0, f"{name}: {stderr[-3000:]}"
+        assert "round trip ok" in stdout, name
+
+
+def test_the_diffusers_smd_command_runs_this_publish(run_folder, tmp_path, monkeypatch):
+    """`diffusers-smd publish` goes through diffusers_smd.hub.publish (as train_smd.py --push_to_hub does)."""
+    from diffusers_smd import cli, hub
+
+    calls = []
+    real_publish = hub.publish
+
+    def recording_publish(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real_publish(*args, **kwargs)
+
+    monkeypatch.setattr(hub, "publish", recording_publish)
+    argv = ["publish", str(run_folder), "--repo-id", "me/smd-digits", "--dry-run", str(tmp_path / "cli")]
+    assert cli.main(argv) == 0
+    assert len(calls) == 1 and calls[0][0][:2] == (str(run_folder), "me/smd-digits")
+    direct = real_publish(run_folder, "me/smd-digits", dry_run_dir=tmp_path / "direct")
+    assert snapshot_tree(tmp_path / "cli") == snapshot_tree(tmp_path / "direct")
+    assert direct.files == tuple(sorted(snapshot_tree(tmp_path / "cli")))

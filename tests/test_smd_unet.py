@@ -358,3 +358,16 @@ def test_bad_forward_inputs_name_the_argument():
         model(torch.randn(2, 4, 8, 8), 1)
     with pytest.raises(ValueError, match="`sample`.*divisible"):
         model(torch.randn(2, 3, 7, 7), 1)
+
+
+def test_deep_copy_hooks_its_own_mixture_modules():
+    """Training code deep-copies models (EMA, teacher copies); the copy must use its own f_phi."""
+    import copy
+
+    model = SMDUNet2DModel.from_unet(tiny_unet(), latent_dim=5).eval()
+    clone = copy.deepcopy(model)
+    randomise_mixture_output_(clone)
+    x, eta = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model(x, 3, mixture_noise=eta).sample, model.unet(x, 3).sample)
+        assert not torch.allclose(clone(x, 3, mixture_noise=eta).sample, model.unet(x, 3).sample, atol=1e-3)

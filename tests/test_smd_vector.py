@@ -150,3 +150,43 @@ def test_two_points_mixture_objective_reaches_both_points_vanilla_the_midpoint()
     assert mixture.abs().mean() > 0.5
     assert near_a_point > 0.35  # measured 0.50-0.67 over seeds 0-2 (the rest spread between the points)
     assert 0.25 < positive < 0.75  # both points are reached
+
+
+# ----------------------------------------------------------------------------------------------------
+# the mixture benchmark: its metrics against hand cases, and its --quick mode
+
+
+@pytest.fixture(scope="module")
+def bench():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_smd_mixture_toy.py"
+    spec = importlib.util.spec_from_file_location("bench_smd_mixture_toy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_metrics_on_hand_cases(bench):
+    exact = bench.exact_samples(5000, torch.Generator().manual_seed(0))
+    within, modes = bench.mode_statistics(exact)
+    assert within == pytest.approx(1 - torch.exp(torch.tensor(-4.5)).item(), abs=0.005)  # P(chi2_2 < 9)
+    assert modes == 49
+    assert bench.sliced_wasserstein2(exact, exact) == 0.0
+    # shifting every sample by (0.3, 0): W2 along direction theta is 0.3 |cos theta|, mean square 0.09 / 2
+    few = exact[:1000]
+    shifted_w2 = bench.sliced_wasserstein2(few + torch.tensor([0.3, 0.0]), few, num_projections=2048)
+    assert shifted_w2 == pytest.approx(0.3 / 2**0.5, rel=0.03)
+
+
+def test_benchmark_quick_mode(bench, tmp_path):
+    result = bench.main(["--quick", "--workers", "1", "--output-dir", str(tmp_path)])
+    counts = result["parameter_counts"]
+    assert abs(counts["vanilla"] - counts["smd"]) / counts["smd"] < 0.02
+    assert {(row["objective"], row["num_steps"]) for row in result["summary"]} == {
+        (name, n) for name in ("vanilla", "smd", "smd-mixture") for n in (2, 10)
+    }
+    assert (tmp_path / "smd_mixture_toy_quick.json").exists() and (
+        tmp_path / "smd_mixture_toy_quick.png"
+    ).exists()

@@ -57,6 +57,9 @@ class SMDUNetWrapperMixin(ModelMixin, ConfigMixin):
         identifier_layers_per_block: int,
         identifier_norm_num_groups: int | None,
     ) -> None:
+        for name, value in (("latent_dim", latent_dim), ("num_hypernet_layers", num_hypernet_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
         adopted = _UNET_TO_ADOPT.get()
         if adopted is None:
             if not isinstance(unet_config, dict):
@@ -73,9 +76,6 @@ class SMDUNetWrapperMixin(ModelMixin, ConfigMixin):
             self.unet = self.wrapped_class.from_config(unet_config)
         else:
             self.unet = adopted
-        for name, value in (("latent_dim", latent_dim), ("num_hypernet_layers", num_hypernet_layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
 
         block_out_channels = tuple(self.unet.config.block_out_channels)
         if identifier_block_out_channels is None:

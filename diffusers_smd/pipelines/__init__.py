@@ -1,3 +1,8 @@
-"""pipelines (to be filled)."""
+"""Generation pipelines, and what makes their saved folders load through ``DiffusionPipeline.from_pretrained``."""
 
-__all__: list[str] = []
+from .loading import register_with_diffusers, write_loading_shims
+from .pipeline_smd import SMDPipeline
+
+__all__ = ["SMDPipeline", "write_loading_shims"]
+
+register_with_diffusers(SMDPipeline)

@@ -1,0 +1,126 @@
+"""Overhead of the E-TSDM schedulers: a 50-step sampling loop against each diffusers parent.
+
+Both run in the same process, interleaved (parent, E-TSDM, parent, E-TSDM, ...), with a trivial
+model so that the scheduler dominates the time; the median of the repeats is compared. The loop is
+the stock one, set_timesteps included:
+
+    scheduler.set_timesteps(50)
+    for t in scheduler.timesteps: x = scheduler.step(model(x, t), t, x).prev_sample
+
+Usage: python benchmarks/bench_etsdm_schedulers.py [--quick] [--output PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from diffusers_smd import (  # noqa: E402
+    ETSDMDDIMScheduler,
+    ETSDMDDPMScheduler,
+    ETSDMDPMSolverMultistepScheduler,
+)
+
+DEFAULT_OUTPUT = pathlib.Path(__file__).resolve().parent / "results" / "etsdm_schedulers.json"
+PAIRS = {
+    "DDPM": (DDPMScheduler, ETSDMDDPMScheduler, {}),
+    "DDIM": (DDIMScheduler, ETSDMDDIMScheduler, {}),
+    "DPMSolverMultistep (dpmsolver++, order 2)": (
+        DPMSolverMultistepScheduler,
+        ETSDMDPMSolverMultistepScheduler,
+        {},
+    ),
+    "DPMSolverMultistep (sde-dpmsolver++, order 3)": (
+        DPMSolverMultistepScheduler,
+        ETSDMDPMSolverMultistepScheduler,
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
+    ),
+}
+
+
+def trivial_model(x: torch.Tensor, t) -> torch.Tensor:
+    return 0.1 * x
+
+
+def time_loop(scheduler, steps: int, shape: tuple[int, ...], seed: int = 0) -> float:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=generator)
+    start = time.perf_counter()
+    scheduler.set_timesteps(steps)
+    for t in scheduler.timesteps:
+        x = scheduler.step(trivial_model(x, t), t, x, generator=generator).prev_sample
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run (3 repeats, 10 steps)")
+    parser.add_argument(
+        "--repeats", type=int, default=41, help="interleaved repeats per scheduler (median taken)"
+    )
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--output", type=pathlib.Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args(argv)
+    repeats, steps = (3, 10) if args.quick else (args.repeats, args.steps)
+    if repeats < 1 or steps < 1:
+        parser.error("--repeats and --steps must be >= 1")
+    torch.set_num_threads(1)
+    shape = (1, 4, 64, 64)  # a Stable Diffusion latent
+    results = []
+    for name, (parent_cls, etsdm_cls, config) in PAIRS.items():
+        parent, etsdm = parent_cls(**config), etsdm_cls(**config)
+        time_loop(parent, steps, shape), time_loop(etsdm, steps, shape)  # warm-up
+        parent_times, etsdm_times = [], []
+        for _ in range(repeats):
+            parent_times.append(time_loop(parent, steps, shape))
+            etsdm_times.append(time_loop(etsdm, steps, shape))
+        parent_median, etsdm_median = statistics.median(parent_times), statistics.median(etsdm_times)
+        ratio = etsdm_median / parent_median
+        results.append(
+            {
+                "scheduler": name,
+                "parent": parent_cls.__name__,
+                "etsdm": etsdm_cls.__name__,
+                "parent_median_ms": round(parent_median * 1e3, 3),
+                "etsdm_median_ms": round(etsdm_median * 1e3, 3),
+                "ratio": round(ratio, 4),
+            }
+        )
+        print(
+            f"{name:48s} parent {parent_median * 1e3:8.2f} ms  E-TSDM {etsdm_median * 1e3:8.2f} ms  ratio {ratio:.3f}"
+        )
+    report = {
+        "benchmark": "50-step stock sampling loop (set_timesteps + step), trivial model 0.1 * x",
+        "steps": steps,
+        "repeats": repeats,
+        "sample_shape": list(shape),
+        "torch_threads": 1,
+        "quick": args.quick,
+        "machine": " ".join(
+            filter(None, [platform.machine(), platform.processor(), "python", platform.python_version()])
+        ),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        "torch": torch.__version__,
+        "target_ratio": 1.05,
+        "results": results,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

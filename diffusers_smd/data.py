@@ -1,0 +1,269 @@
+"""Training images: the built-in digits, an image folder, or a Hub data set, as [-1, 1] tensors.
+
+Three sources, chosen like diffusers' ``train_unconditional.py`` chooses them:
+
+* ``dataset_name="digits"`` (the default): scikit-learn's bundled 8x8 digits, resized to the
+  training resolution by :func:`diffusers_smd.digits.load_digits_images` (no download).
+* ``train_data_dir=...``: a folder of images read with ``datasets``' ``"imagefolder"`` builder.
+* ``dataset_name=...``: any other name is a Hub data set (or a local data set folder).
+
+Every image becomes a ``(num_channels, resolution, resolution)`` float tensor in [-1, 1]:
+greyscale, RGB, RGBA (composited on a white background), palette and mixed-size images are
+all accepted; the shorter side is resized to ``resolution`` (bilinear, as in diffusers'
+example) and the square is cropped from the centre or at random.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "BUILTIN_DIGITS",
+    "TrainingImages",
+    "find_image_column",
+    "image_to_tensor",
+    "infer_num_channels",
+    "load_training_images",
+]
+
+BUILTIN_DIGITS = "digits"
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+def _looks_like_local_path(name: str) -> bool:
+    """Hub names are ``name`` or ``owner/name``; anything else with a slash is meant as a folder."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _flatten_to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """Convert any PIL image to ``"L"`` or ``"RGB"``; transparency is composited on white."""
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    if image.mode in ("I", "I;16", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        span = max(float(array.max() - array.min()), 1e-12)
+        image = Image.fromarray(np.uint8(np.round(255 * (array - array.min()) / span)))
+    return image.convert(mode)
+
+
+def image_to_tensor(
+    image: Image.Image,
+    resolution: int,
+    num_channels: int,
+    center_crop: bool = True,
+    random_flip: bool = False,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One PIL image -> ``(num_channels, resolution, resolution)`` tensor in [-1, 1].
+
+    Resize the shorter side to ``resolution`` (bilinear), crop a square (centre, or a random
+    offset drawn from ``generator``), optionally flip left-right with probability 1/2, and map
+    pixel values ``v`` in [0, 255] to ``v / 127.5 - 1``.
+    """
+    if num_channels not in (1, 3):
+        raise ValueError(f"num_channels must be 1 or 3, got {num_channels!r}")
+    image = _flatten_to_mode(image, "L" if num_channels == 1 else "RGB")
+    width, height = image.size
+    scale = resolution / min(width, height)
+    new_size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
+    image = image.resize(new_size, Image.Resampling.BILINEAR)
+    extra_w, extra_h = new_size[0] - resolution, new_size[1] - resolution
+    if center_crop:
+        left, top = extra_w // 2, extra_h // 2
+    else:
+        left = int(torch.randint(extra_w + 1, (), generator=generator).item())
+        top = int(torch.randint(extra_h + 1, (), generator=generator).item())
+    image = image.crop((left, top, left + resolution, top + resolution))
+    array = np.asarray(image, dtype=np.float32).reshape(resolution, resolution, num_channels)
+    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1) / 127.5 - 1.0
+    if random_flip and torch.rand((), generator=generator) < 0.5:
+        tensor = tensor.flip(-1)
+    return tensor
+
+
+def find_image_column(column_names: Sequence[str], features=None, image_column: str | None = None) -> str:
+    """The column holding images: ``image_column`` if given, else an Image feature, else "image"/"img"."""
+    if image_column is not None:
+        if image_column not in column_names:
+            raise ValueError(
+                f"--image_column {image_column!r} is not a column of the data set; columns: {list(column_names)}"
+            )
+        return image_column
+    if features is not None:
+        import datasets
+
+        for name, feature in features.items():
+            if isinstance(feature, datasets.Image):
+                return name
+    for name in ("image", "img", "images", "pixel_values"):
+        if name in column_names:
+            return name
+    raise ValueError(f"no image column found among {list(column_names)}; pass --image_column")
+
+
+def infer_num_channels(image: Image.Image) -> int:
+    """1 for greyscale images (with or without alpha), 3 for everything else."""
+    return 1 if image.mode in _GREY_MODES else 3
+
+
+class TrainingImages(torch.utils.data.Dataset):
+    """A map-style data set yielding ``{"input": (C, R, R) tensor in [-1, 1]}``.
+
+    Wraps either a ready tensor of images (the built-in digits) or a ``datasets.Dataset``
+    whose ``image_column`` holds PIL images, converted on access by :func:`image_to_tensor`.
+
+    Random crops and flips never touch torch's global RNG: item ``i`` of epoch ``e`` draws from
+    a generator seeded with ``(augmentation_seed, e, i)``. Data loaders fetch batches ahead of
+    the training step, so augmentations drawn from a shared stream would shift when a run is
+    resumed from a checkpoint; per-item seeds make a resumed run see exactly the same images.
+    Call :meth:`set_epoch` at the start of each epoch.
+    """
+
+    def __init__(
+        self,
+        source,
+        resolution: int,
+        num_channels: int,
+        center_crop: bool = True,
+        random_flip: bool = False,
+        image_column: str | None = None,
+        description: str = "",
+        augmentation_seed: int = 0,
+    ):
+        self.source = source
+        self.resolution = resolution
+        self.num_channels = num_channels
+        self.center_crop = center_crop
+        self.random_flip = random_flip
+        self.image_column = image_column
+        self.description = description
+        self.augmentation_seed = augmentation_seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose augmentations the next items use."""
+        self.epoch = epoch
+
+    def _generator(self, index: int) -> torch.Generator:
+        seed = hash((self.augmentation_seed, self.epoch, int(index))) % (2**63)
+        return torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        generator = self._generator(index) if self.random_flip or not self.center_crop else None
+        if isinstance(self.source, torch.Tensor):
+            tensor = self.source[index]
+            if self.random_flip and torch.rand((), generator=generator) < 0.5:
+                tensor = tensor.flip(-1)
+            return {"input": tensor}
+        image = self.source[int(index)][self.image_column]
+        if not isinstance(image, Image.Image):
+            image = Image.fromarray(np.asarray(image))
+        tensor = image_to_tensor(
+            image, self.resolution, self.num_channels, self.center_crop, self.random_flip, generator=generator
+        )
+        return {"input": tensor}
+
+
+def _load_digits(resolution: int, num_channels: int | None) -> torch.Tensor:
+    from .digits import load_digits_images
+
+    images, _ = load_digits_images(split="train", resolution=resolution)
+    if num_channels == 3:
+        images = images.expand(-1, 3, -1, -1).contiguous()
+    elif num_channels not in (None, 1):
+        raise ValueError(f"--num_channels must be 1 or 3, got {num_channels!r}")
+    return images
+
+
+def _load_hf_dataset(dataset_name, dataset_config_name, train_data_dir, cache_dir):
+    import datasets
+
+    if train_data_dir is not None:
+        if not os.path.isdir(train_data_dir):
+            raise ValueError(f"--train_data_dir {train_data_dir!r} is not an existing folder")
+        try:
+            return datasets.load_dataset(
+                "imagefolder", data_dir=train_data_dir, cache_dir=cache_dir, split="train"
+            )
+        except Exception as error:  # datasets raises many types; name the flag
+            raise ValueError(
+                f"--train_data_dir {train_data_dir!r}: no images could be read ({error})"
+            ) from error
+    if _looks_like_local_path(dataset_name) and not os.path.exists(os.path.expanduser(dataset_name)):
+        raise ValueError(f"--dataset_name {dataset_name!r}: no such local data set folder")
+    try:
+        return datasets.load_dataset(dataset_name, dataset_config_name, cache_dir=cache_dir, split="train")
+    except Exception as error:
+        raise ValueError(
+            f"--dataset_name {dataset_name!r} could not be loaded ({type(error).__name__}: {error}). "
+            f"Use a Hub data set name, a local data set folder, --train_data_dir for an image folder, "
+            f"or {BUILTIN_DIGITS!r} for the built-in digits."
+        ) from error
+
+
+def load_training_images(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_data_dir: str | None = None,
+    resolution: int = 16,
+    num_channels: int | None = None,
+    center_crop: bool = True,
+    random_flip: bool = False,
+    cache_dir: str | None = None,
+    image_column: str | None = None,
+    augmentation_seed: int = 0,
+) -> TrainingImages:
+    """Load the training images from the source the flags name (see the module docstring).
+
+    ``num_channels`` None means: 1 for the digits, otherwise 1 if the first image is
+    greyscale and 3 if not. Raises ValueError naming the flag when the source does not exist,
+    cannot be read, or holds no images.
+    """
+    if not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"--resolution must be a positive integer, got {resolution!r}")
+    if num_channels not in (None, 1, 3):
+        raise ValueError(f"--num_channels must be 1 or 3, got {num_channels!r}")
+    if dataset_name is not None and train_data_dir is not None:
+        raise ValueError("give either --dataset_name or --train_data_dir, not both")
+    if train_data_dir is None and dataset_name in (None, BUILTIN_DIGITS):
+        images = _load_digits(resolution, num_channels)
+        return TrainingImages(
+            images,
+            resolution,
+            images.shape[1],
+            center_crop,
+            random_flip,
+            description=f"built-in digits (train split, {len(images)} images)",
+            augmentation_seed=augmentation_seed,
+        )
+    dataset = _load_hf_dataset(dataset_name, dataset_config_name, train_data_dir, cache_dir)
+    flag = "--train_data_dir" if train_data_dir is not None else "--dataset_name"
+    if len(dataset) == 0:
+        raise ValueError(f"{flag}: the data set holds no images")
+    column = find_image_column(dataset.column_names, getattr(dataset, "features", None), image_column)
+    if num_channels is None:
+        first = dataset[0][column]
+        num_channels = infer_num_channels(first) if isinstance(first, Image.Image) else 3
+    source = train_data_dir if train_data_dir is not None else dataset_name
+    return TrainingImages(
+        dataset,
+        resolution,
+        num_channels,
+        center_crop,
+        random_flip,
+        image_column=column,
+        description=f"{source} ({len(dataset)} images)",
+        augmentation_seed=augmentation_seed,
+    )

@@ -1,0 +1,255 @@
+"""``DilationPathScheduler``: unadjusted Langevin along the dilation path, as a diffusers scheduler."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from .path import (
+    SCHEDULE_SHAPES,
+    SecantCurvature,
+    dilation_path_score,
+    lambda_schedule,
+    langevin_step,
+    rescale_to_target,
+    validate_lambdas,
+)
+
+__all__ = ["DilationPathDivergenceError", "DilationPathScheduler", "DilationPathSchedulerOutput"]
+
+ADAPTATIONS = ("curvature", "none")
+
+
+class DilationPathDivergenceError(FloatingPointError):
+    """The sampler's state became non-finite; the message names the level, the step and the step size."""
+
+
+@dataclass
+class DilationPathSchedulerOutput(BaseOutput):
+    """Output of :meth:`DilationPathScheduler.step`.
+
+    Args:
+        prev_sample: the state after the Langevin update, ``(B, d)``.
+        step_size: the step size used for each particle, in path coordinates, ``(B,)``.
+    """
+
+    prev_sample: torch.Tensor
+    step_size: torch.Tensor
+
+
+class DilationPathScheduler(SchedulerMixin, ConfigMixin):
+    """Unadjusted Langevin along the dilation path ``p_lambda = law of sqrt(lambda) X``, ``X ~ pi``.
+
+    ``set_timesteps(K)`` builds levels ``lambda_min = lambda_0 < ... < lambda_{K-1} = 1``;
+    ``timesteps`` lists each level ``langevin_steps_per_level`` times (one entry per Langevin step).
+    The caller evaluates the target's score at :meth:`scale_model_input` ``= x / sqrt(lambda)`` and
+    passes it to :meth:`step`, which applies
+
+        x <- x + h * grad log p_lambda(x) + sqrt(2 h) xi,
+        grad log p_lambda(x) = lambda^(-1/2) grad log pi(x / sqrt(lambda))     (path score, exact)
+
+    Step size rule (``step_size_adaptation="curvature"``, per particle):
+
+        h = lambda * min(s(lambda) / c, max_step_size)
+
+    * ``lambda`` (level adaptation): the path's score is ``(L / lambda)``-Lipschitz when the target's is
+      ``L``-Lipschitz, so a stable explicit step must shrink like ``lambda / L``.
+    * ``c`` (target adaptation): a running estimate of the target's local curvature ``L`` at the
+      particle, from the secant of consecutive score evaluations
+      (:class:`~diffusers_smd.dilation.path.SecantCurvature`: rises at once, relaxes slowly). It costs no
+      extra gradient evaluations, equals ``1 / sigma^2`` on a Gaussian mode and ignores repelling
+      directions (between modes), which do not limit stability; so the step is stable on any locally
+      quadratic mode whatever its scale, and particles in flat regions take long steps (capped at
+      ``max_step_size`` target units) instead of crawling.
+    * ``s(lambda)``, the dimensionless step, goes geometrically in ``log lambda`` from
+      ``initial_step_size`` at ``lambda_min`` to ``step_size`` at ``lambda = 1`` (constant ``step_size``
+      when ``initial_step_size`` is ``None``). Why: in the rescaled coordinate ``y = x / sqrt(lambda)``
+      Langevin with ``h ∝ lambda`` is Langevin on ``pi`` itself, plus the contraction
+      ``y -> sqrt(lambda_k / lambda_{k+1}) y`` at each level change; the path alone adds no mixing. An
+      explicit step near the stability limit ``s = 2`` is "hot" (on a Gaussian mode its stationary
+      variance is ``1 / (1 - s / 2)`` times the true one, 20x at ``s = 1.9``): early levels spread the
+      particles over many basins while the contractions keep pulling them back to the centre, and
+      cooling to ``step_size`` leaves the usual ``O(s)`` Langevin bias at ``lambda = 1``. Particles end
+      up spread by basin, not by mass: see ``reweight_modes`` in the pipeline for the weights.
+
+    With ``step_size_adaptation="none"``, ``c = 1``.
+
+    Args:
+        lambda_min: first level, in (0, 1).
+        schedule: shape of the levels, one of ``"geometric"``, ``"linear"``, ``"quadratic"``.
+        langevin_steps_per_level: Langevin steps at each level.
+        step_size: ``h * c / lambda`` at ``lambda = 1`` (dimensionless, in (0, 2) for stability on
+            quadratic modes).
+        initial_step_size: ``h * c / lambda`` at ``lambda_min`` (``None``: constant ``step_size``).
+        step_size_adaptation: ``"curvature"`` or ``"none"``.
+        max_step_size: cap of ``h / lambda`` (target units).
+        initial_curvature, min_curvature, curvature_momentum: of the running curvature estimate.
+    """
+
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        lambda_min: float = 1e-2,
+        schedule: str = "geometric",
+        langevin_steps_per_level: int = 10,
+        step_size: float = 0.5,
+        step_size_adaptation: str = "curvature",
+        max_step_size: float = 4.0,
+        initial_curvature: float = 1.0,
+        min_curvature: float = 1e-3,
+        curvature_momentum: float = 0.9,
+        initial_step_size: float | None = 1.9,
+    ):
+        if not (0.0 < lambda_min < 1.0):
+            raise ValueError(f"lambda_min must lie in (0, 1), got {lambda_min}")
+        if schedule not in SCHEDULE_SHAPES:
+            raise ValueError(f"schedule must be one of {SCHEDULE_SHAPES}, got {schedule!r}")
+        if not isinstance(langevin_steps_per_level, int) or langevin_steps_per_level < 1:
+            raise ValueError(
+                f"langevin_steps_per_level must be a positive integer, got {langevin_steps_per_level!r}"
+            )
+        for name, value in (
+            ("step_size", step_size),
+            ("max_step_size", max_step_size),
+            ("initial_curvature", initial_curvature),
+            ("min_curvature", min_curvature),
+        ):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if initial_step_size is not None and not (math.isfinite(initial_step_size) and initial_step_size > 0):
+            raise ValueError(
+                f"initial_step_size must be a positive finite number or None, got {initial_step_size!r}"
+            )
+        if step_size_adaptation not in ADAPTATIONS:
+            raise ValueError(
+                f"step_size_adaptation must be one of {ADAPTATIONS}, got {step_size_adaptation!r}"
+            )
+        if not (0.0 <= curvature_momentum < 1.0):
+            raise ValueError(f"curvature_momentum must lie in [0, 1), got {curvature_momentum}")
+        self.lambdas: torch.Tensor | None = None
+        self.timesteps: torch.Tensor | None = None
+        self.num_inference_steps: int | None = None
+        self._curvature = SecantCurvature(initial_curvature, min_curvature, curvature_momentum)
+        self._step_index = 0
+
+    @property
+    def step_index(self) -> int:
+        """Index of the next Langevin step in ``timesteps``."""
+        return self._step_index
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        lambdas: list[float] | torch.Tensor | None = None,
+    ) -> None:
+        """Build the levels: ``num_inference_steps`` levels of the configured shape, or custom ``lambdas``
+        (strictly increasing in (0, 1], ending at 1). Resets the step-size adaptation."""
+        if lambdas is not None:
+            if num_inference_steps is not None:
+                raise ValueError("pass either num_inference_steps or lambdas, not both")
+            lam = validate_lambdas(lambdas)
+        else:
+            if num_inference_steps is None:
+                raise ValueError("set_timesteps needs num_inference_steps (the number of levels) or lambdas")
+            lam = lambda_schedule(num_inference_steps, self.config.lambda_min, self.config.schedule)
+        self.lambdas = lam.to(device=device)
+        self.num_inference_steps = lam.numel()
+        self.timesteps = lam.repeat_interleave(self.config.langevin_steps_per_level).to(device=device)
+        self._curvature.reset()
+        self._step_index = 0
+
+    def scale_model_input(
+        self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The rescaled point ``x / sqrt(lambda)`` at which the caller evaluates the target's score."""
+        lam = self._level(timestep)
+        return rescale_to_target(sample, lam)
+
+    def _level(self, timestep: float | torch.Tensor | None) -> float:
+        if timestep is None:
+            if self.timesteps is None:
+                raise ValueError("call set_timesteps before sampling")
+            timestep = self.timesteps[min(self._step_index, len(self.timesteps) - 1)]
+        lam = float(timestep)
+        if not (0.0 < lam <= 1.0):
+            raise ValueError(f"timestep is the level lambda and must lie in (0, 1], got {lam}")
+        return lam
+
+    def level_step_size(self, lam: float) -> float:
+        """The dimensionless step ``h c / lambda`` at level ``lam``: ``step_size``, or, with
+        ``initial_step_size``, the geometric interpolation from it (at ``lambda_min``) to ``step_size`` (at 1)
+        in ``log lambda``."""
+        cfg = self.config
+        if cfg.initial_step_size is None:
+            return cfg.step_size
+        u = min(1.0, max(0.0, math.log(lam / cfg.lambda_min) / math.log(1.0 / cfg.lambda_min)))
+        return cfg.initial_step_size ** (1.0 - u) * cfg.step_size**u
+
+    def update_curvature(self, point: torch.Tensor, target_score: torch.Tensor) -> torch.Tensor:
+        """Feed the target's score at ``point`` (target coordinates) to the running curvature estimate;
+        returns the per-particle estimate ``(B,)``."""
+        return self._curvature.update(point, target_score)
+
+    def step_sizes(self, sample: torch.Tensor, target_score: torch.Tensor, lam: float) -> torch.Tensor:
+        """Per-particle step sizes (path coordinates) for the current level; updates the curvature estimate."""
+        cfg = self.config
+        base = self.level_step_size(lam)
+        if cfg.step_size_adaptation == "none":
+            h_target = torch.full((sample.shape[0],), base, dtype=sample.dtype)
+        else:
+            c = self.update_curvature(rescale_to_target(sample, lam), target_score)
+            h_target = (base / c).clamp_max(cfg.max_step_size)
+        return lam * h_target
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: float | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> DilationPathSchedulerOutput | tuple:
+        """One Langevin step on ``p_lambda`` (``lambda = timestep``).
+
+        ``model_output`` is the TARGET's score ``grad log pi`` at ``x / sqrt(lambda)`` (see
+        :meth:`scale_model_input`), shape ``(B, d)``; raises :class:`DilationPathDivergenceError` if the
+        state becomes non-finite.
+        """
+        lam = self._level(timestep)
+        if model_output.shape != sample.shape:
+            raise ValueError(
+                f"model_output (the target's score) must have shape {tuple(sample.shape)}, got {tuple(model_output.shape)}"
+            )
+        h = self.step_sizes(sample, model_output, lam)
+        noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+        new = langevin_step(sample, dilation_path_score(model_output, lam), h, noise)
+        if not torch.isfinite(new).all():
+            bad = ~torch.isfinite(new).all(dim=1)
+            k = self.config.langevin_steps_per_level
+            reason = (
+                "the target's score was NaN/inf"
+                if not torch.isfinite(model_output).all()
+                else "the update overflowed"
+            )
+            raise DilationPathDivergenceError(
+                f"dilation path diverged at level {self._step_index // k} (lambda={lam:.4g}), Langevin step "
+                f"{self._step_index % k} of that level, step size {h[bad].max().item():.4g} "
+                f"({int(bad.sum())} of {sample.shape[0]} particles non-finite; {reason}). "
+                "Lower step_size or max_step_size, or check the target."
+            )
+        self._step_index += 1
+        if not return_dict:
+            return (new, h)
+        return DilationPathSchedulerOutput(prev_sample=new, step_size=h)
+
+    def __len__(self) -> int:
+        return 0 if self.timesteps is None else len(self.timesteps)
