@@ -39,7 +39,7 @@ def test_shipped_configs_validate_and_quick_overlay_merges_deeply():
             ("dpmsolver++", 20), ("ddpm", 1000)} <= cells  # fmt: skip
     gpu = evidence_config.load_config(GPU_CONFIG)
     assert gpu["metric"] == "fid" and gpu["data"]["dataset"] != "digits"
-    assert set(gpu) - {"profile", "config_file"} == set(full) - {"profile", "config_file"}
+    assert set(gpu) - {"train_smd_launcher"} == set(full)  # the same settings, other values
 
 
 @pytest.mark.parametrize(
@@ -267,12 +267,32 @@ def test_train_smd_flags_are_accepted_by_the_training_script(tmp_path):
         args = parse_args(train_smd_arguments(config, name, 2, tmp_path / "out", tmp_path / "unet"))
         assert args.objective == ("smd" if spec["smd"] else "vanilla") and bool(args.etsdm) == spec["etsdm"]
         training = config["training"]
-        assert (args.seed, args.max_train_steps, args.train_batch_size) == (2, training["steps"], training["batch_size"])
-        assert args.learning_rate == training["learning_rate"] and args.ema_max_decay == training["ema_max_decay"]
+        assert (args.seed, args.max_train_steps, args.train_batch_size) == (
+            2,
+            training["steps"],
+            training["batch_size"],
+        )
+        assert (
+            args.learning_rate == training["learning_rate"]
+            and args.ema_max_decay == training["ema_max_decay"]
+        )
         assert args.resolution == config["data"]["resolution"] and args.num_channels == 1 and args.use_ema
         assert args.resume_from_checkpoint == "latest" and args.dataset_name == "digits"
         if spec["etsdm"]:
             assert (args.etsdm_threshold, args.etsdm_intervals) == (100, 5)  # the paper's t~ and n
     gpu = evidence_config.load_config(GPU_CONFIG)
     args = parse_args(train_smd_arguments(gpu, "smd_etsdm", 0, tmp_path / "out", tmp_path / "unet"))
-    assert args.dataset_name == "uoft-cs/cifar10" and args.image_column == "img" and args.smd_latent_dim == 100
+    assert (
+        args.dataset_name == "uoft-cs/cifar10" and args.image_column == "img" and args.smd_latent_dim == 100
+    )
+
+
+def test_readme_tables_match_the_committed_results_json():
+    if not RESULTS.is_file():
+        pytest.fail(f"{RESULTS} must be committed with the README section")
+    results = json.loads(RESULTS.read_text())
+    tables = report.markdown_tables(results)
+    text = README_SECTION.read_text()
+    assert report.replace_marked_block(text, tables) == text, "rerun run.py --report --readme " + str(
+        README_SECTION
+    )

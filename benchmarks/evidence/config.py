@@ -12,7 +12,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SAMPLER_NAMES", "METRICS", "TRAINERS", "load_config", "validate_config", "deep_merge", "sampler_cells"]
+__all__ = [
+    "SAMPLER_NAMES",
+    "METRICS",
+    "TRAINERS",
+    "load_config",
+    "validate_config",
+    "deep_merge",
+    "sampler_cells",
+]
 
 #: Samplers of the benchmark: DDIM (eta 0), DPM-Solver++ (2nd order, multistep), DDPM ancestral.
 SAMPLER_NAMES = ("ddim", "dpmsolver++", "ddpm")
@@ -123,8 +131,12 @@ def validate_config(config: dict) -> None:
     if config.get("trainer", "local") not in TRAINERS:
         raise ValueError(f"trainer must be one of {TRAINERS}, got {config.get('trainer')!r}")
     launcher = config.get("train_smd_launcher")
-    if launcher is not None and (not isinstance(launcher, list) or not all(isinstance(a, str) for a in launcher)):
-        raise ValueError(f"train_smd_launcher must be a list of strings (e.g. [accelerate, launch]), got {launcher!r}")
+    if launcher is not None and (
+        not isinstance(launcher, list) or not all(isinstance(a, str) for a in launcher)
+    ):
+        raise ValueError(
+            f"train_smd_launcher must be a list of strings (e.g. [accelerate, launch]), got {launcher!r}"
+        )
     if config["metric"] not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {config['metric']!r}")
     if config["metric"] == "digits" and config["data"].get("dataset") != "digits":

@@ -11,6 +11,7 @@ published as the unit's model folder, exactly like the driver-local loop's outpu
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,9 @@ def _unet_config(config: dict) -> dict:
     }
 
 
-def train_smd_arguments(config: dict, model_name: str, seed: int, output_dir: Path, unet_config_dir: Path) -> list[str]:
+def train_smd_arguments(
+    config: dict, model_name: str, seed: int, output_dir: Path, unet_config_dir: Path
+) -> list[str]:
     """The ``train_smd.py`` flags that train ``model_name`` with ``seed`` as the config says."""
     spec, data, training = config["models"][model_name], config["data"], config["training"]
     schedule = config["noise_schedule"]
@@ -58,8 +61,15 @@ def train_smd_arguments(config: dict, model_name: str, seed: int, output_dir: Pa
         arguments += ["--etsdm_intervals", str(config["etsdm"]["intervals"])]
     arguments += ["--ddpm_num_steps", str(schedule["num_train_timesteps"])]
     arguments += ["--ddpm_beta_schedule", schedule.get("beta_schedule", "linear")]
+    # the script's own end-of-training sample grid: keep it cheap (and within T)
+    arguments += ["--ddpm_num_inference_steps", str(min(20, schedule["num_train_timesteps"]))]
     arguments += ["--prediction_type", schedule["prediction_type"]]
-    arguments += ["--train_batch_size", str(training["batch_size"]), "--max_train_steps", str(training["steps"])]
+    arguments += [
+        "--train_batch_size",
+        str(training["batch_size"]),
+        "--max_train_steps",
+        str(training["steps"]),
+    ]
     arguments += ["--learning_rate", str(training["learning_rate"])]
     arguments += ["--lr_scheduler", training.get("lr_scheduler", "constant")]
     arguments += ["--lr_warmup_steps", str(training.get("lr_warmup_steps", 0))]
@@ -84,10 +94,17 @@ def train_unit_with_script(config: dict, model_name: str, seed: int, folder: Pat
     unet_config_dir.mkdir(parents=True, exist_ok=True)
     (unet_config_dir / "config.json").write_text(json.dumps(_unet_config(config), indent=1) + "\n")
     launcher = list(config.get("train_smd_launcher") or [sys.executable])
-    command = launcher + [str(TRAIN_SMD_SCRIPT)] + train_smd_arguments(
-        config, model_name, seed, script_dir, unet_config_dir
+    command = (
+        launcher
+        + [str(TRAIN_SMD_SCRIPT)]
+        + train_smd_arguments(config, model_name, seed, script_dir, unet_config_dir)
     )
-    subprocess.run(command, check=True)
+    # the checkout's package first, so the script trains with the code this driver runs
+    repository = str(TRAIN_SMD_SCRIPT.parents[1])
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(filter(None, [repository, os.environ.get("PYTHONPATH")]))
+    )
+    subprocess.run(command, check=True, env=env)
     script_summary = json.loads((script_dir / "run_summary.json").read_text())
     summary = {
         "model": model_name,
