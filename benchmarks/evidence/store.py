@@ -88,6 +88,7 @@ def write_json_atomic(path: Path, data) -> None:
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, indent=1)
         handle.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary readable files
     os.replace(tmp, path)
 
 
@@ -97,6 +98,7 @@ def write_npy_atomic(path: Path, array: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
