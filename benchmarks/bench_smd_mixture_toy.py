@@ -30,6 +30,13 @@ from diffusers.optimization import get_scheduler
 from diffusers_smd import SMDVectorModel, build_objective
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+# benchmark label -> (build_objective name, kwargs); the last one is an ablation, run with --objectives
+OBJECTIVE_VARIANTS = {
+    "vanilla": ("vanilla", {}),
+    "smd": ("smd", {}),
+    "smd-mixture": ("smd-mixture", {}),
+    "smd-mixture-no-xi": ("smd-mixture", {"posterior_noise": False}),
+}
 OBJECTIVES = ("vanilla", "smd", "smd-mixture")
 GRID_SIZE, GRID_SPACING, MODE_STD = 7, 0.5, 0.05
 
@@ -90,7 +97,7 @@ def model_configs(hidden_dim: int) -> dict[str, dict]:
         ),
     )
     vanilla = {**smd, "hidden_dim": best, "use_mixture": False}
-    return {"vanilla": vanilla, "smd": smd, "smd-mixture": smd}
+    return {"vanilla": vanilla, "smd": smd, "smd-mixture": smd, "smd-mixture-no-xi": smd}
 
 
 def train_and_sample(job: dict) -> dict:
@@ -100,7 +107,8 @@ def train_and_sample(job: dict) -> dict:
     generator = torch.Generator().manual_seed(job["seed"])
     scheduler = make_scheduler(job["num_steps"])
     model = SMDVectorModel(**job["config"])
-    objective = build_objective(job["objective"])
+    name, kwargs = OBJECTIVE_VARIANTS[job["objective"]]
+    objective = build_objective(name, **kwargs)
     optimizer = torch.optim.Adam(model.parameters(), lr=job["lr"], betas=(0.9, 0.99), foreach=True)
     lr_schedule = get_scheduler(
         "cosine", optimizer, num_warmup_steps=job["train_steps"] // 20, num_training_steps=job["train_steps"]
@@ -217,6 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--step-counts", type=int, nargs="+", default=[2, 4, 10, 100], help="backward steps to test"
     )
+    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVE_VARIANTS))
     parser.add_argument("--output-dir", type=pathlib.Path, default=RESULTS)
     parser.add_argument("--workers", type=int, default=3, help="parallel training processes")
     parser.add_argument("--output-stem", default=None, help="file name stem under benchmarks/results/")
@@ -232,13 +241,15 @@ def main(argv: list[str] | None = None) -> dict:
         step_counts, args.seeds, args.train_steps, args.num_samples = (2, 10), 1, 10, 300
     stem = args.output_stem or ("smd_mixture_toy_quick" if args.quick else "smd_mixture_toy")
     configs = model_configs(args.hidden_dim)
-    parameter_counts = {name: count_parameters(SMDVectorModel(**config)) for name, config in configs.items()}
+    parameter_counts = {name: count_parameters(SMDVectorModel(**configs[name])) for name in args.objectives}
     jobs = [
         dict(objective=name, num_steps=n, seed=seed, config=configs[name], train_steps=args.train_steps,
              batch_size=args.batch_size, lr=args.lr, num_samples=args.num_samples, plot_seed=0)
-        for seed in range(args.seeds) for n in step_counts for name in OBJECTIVES
+        for seed in range(args.seeds) for n in step_counts for name in args.objectives
     ]  # fmt: skip
-    jobs.sort(key=lambda job: job["objective"] != "smd-mixture")  # slowest first for better packing
+    jobs.sort(
+        key=lambda job: not job["objective"].startswith("smd-mixture")
+    )  # slowest first for better packing
     start = time.perf_counter()
     if args.workers == 1:
         runs = [train_and_sample(job) for job in jobs]
@@ -253,9 +264,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     reference = exact_samples(args.num_samples, torch.Generator().manual_seed(123))
     floor = sliced_wasserstein2(exact_samples(args.num_samples, torch.Generator().manual_seed(7)), reference)
-    rows = summarise(runs, step_counts, OBJECTIVES)
+    objectives = tuple(args.objectives)
+    rows = summarise(runs, step_counts, objectives)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    figures = plot(runs, step_counts, OBJECTIVES, reference.tolist(), args.output_dir / stem)
+    figures = plot(runs, step_counts, objectives, reference.tolist(), args.output_dir / stem)
     result = {
         "benchmark": "smd_mixture_toy",
         "setup": {
@@ -264,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict:
             "Adam (0.9, 0.99) with cosine LR and warm-up, grad clip 1.0, fresh exact samples each step",
             "sampling": "ancestral DDPMScheduler on the same n steps, fresh eta every step",
             "smd-mixture": "num_mixture_samples = 4",
+            "objective_variants": {name: OBJECTIVE_VARIANTS[name] for name in objectives},
             **{k: v for k, v in vars(args).items() if k not in ("output_stem", "output_dir")},
             "step_counts": list(step_counts),
         },
@@ -288,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{row['num_steps']:>5} {row['objective']:>12} {row['sliced_w2_mean']:>11.3f} +- {row['sliced_w2_std']:.3f}"
             f" {row['within_3_sigma_mean']:>8.3f} +- {row['within_3_sigma_std']:.3f} {row['modes_hit_mean']:>6.1f}"
         )
-    for num_steps in step_counts:
+    for num_steps in step_counts if {"vanilla", "smd", "smd-mixture"} <= set(objectives) else ():
         by_name = {row["objective"]: row for row in rows if row["num_steps"] == num_steps}
         ratio = by_name["smd-mixture"]["sliced_w2_mean"] / by_name["vanilla"]["sliced_w2_mean"]
         print(f"{num_steps:>5} steps: SW2 smd-mixture / vanilla = {ratio:.2f}, smd / vanilla = "

@@ -194,3 +194,21 @@ def test_metropolis_final_phase_removes_the_langevin_bias_and_is_counted():
         pipe(target, 8, 2, metropolis_steps=-1)
     with pytest.raises(ValueError, match="log density"):
         pipe(_ScoreOnly(), 8, 2, metropolis_steps=3)
+
+
+def test_a_mode_found_by_few_particles_in_high_dimension_gets_its_full_mass():
+    """3 particles in 20-D: the proposal is centred on their Newton-step estimate (exact for a Gaussian mode),
+    not on their mean (off by about sqrt(20 / 3)), so the mode's mass is still recovered."""
+    d = 20
+    means = torch.zeros(2, d, dtype=torch.float64)
+    means[1, 0] = 15.0
+    target = GaussianMixture(means, torch.tensor([0.4, 0.6]))
+    gen = torch.Generator().manual_seed(8)
+    points = torch.cat(
+        [means[0] + torch.randn(300, d, generator=gen), means[1] + torch.randn(3, d, generator=gen)]
+    )
+    ev = TargetEvaluator(target)
+    rw = importance_resample(ev, points, ev.score(points), torch.ones(303, dtype=torch.float64), 6000, gen)
+    order = rw.cluster_means[:, 0].argsort()
+    torch.testing.assert_close(rw.cluster_means[order][1], means[1])
+    torch.testing.assert_close(rw.cluster_weights[order], target.weights, atol=0.04, rtol=0)

@@ -344,6 +344,31 @@ def test_mixture_loss_is_the_mixture_likelihood_of_x_prev(prediction_type):
     torch.testing.assert_close(loss.double(), torch.stack(expected), rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.parametrize("num_steps", [1, 3])
+def test_mixture_without_posterior_noise_is_a_soft_min_of_x0_errors(num_steps):
+    """posterior_noise=False: -tau log mean_k exp(-|x0_hat_k - x0|^2 / tau) / D, tau = 2 sigma^2 / c^2 (x0 units)."""
+    sched = scheduler("sample", num_train_timesteps=num_steps)
+    batch, k, dims = 8, 3, 2
+    x0 = torch.randn(batch, dims)
+    model = EtaModel(scale=0.8)
+    objective = build_objective("smd-mixture", num_mixture_samples=k, posterior_noise=False)
+    loss = objective(model, sched, x0, generator=torch.Generator().manual_seed(5))
+    t = model.timesteps[0][:batch]
+    prev = t - 1
+    abar_t = sched.alphas_cumprod[t].double()
+    abar_s = torch.where(prev >= 0, sched.alphas_cumprod[prev.clamp(min=0)], torch.ones(())).double()
+    beta = 1 - abar_t / abar_s
+    c = abar_s.sqrt() * beta / (1 - abar_t)
+    var = (1 - abar_s) / (1 - abar_t) * beta
+    errors = (0.8 * model.etas[0].reshape(k, batch, dims).double() - x0).pow(2).sum(-1)  # (K, B)
+    tau = 2 * var / c**2
+    soft = -tau * (torch.logsumexp(-errors / tau.clamp(min=1e-30), 0) - math.log(k))
+    expected = torch.where(var > 0, soft, errors.min(0).values) / dims
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=1e-6)
+    again = objective(EtaModel(scale=0.8), sched, x0, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(loss, again)  # deterministic given the same draws of t, noise and eta
+
+
 def test_mixture_with_one_component_equals_vanilla_in_expectation():
     sched = scheduler("v_prediction", num_train_timesteps=4)
     x0 = torch.randn(4000, 2)
@@ -400,6 +425,8 @@ def test_bad_input_is_rejected_with_clear_messages():
         build_objective("vanilla", num_mixture_samples=4)
     with pytest.raises(ValueError, match="num_mixture_samples"):
         build_objective("smd-mixture", num_mixture_samples=0)
+    with pytest.raises(TypeError, match="posterior_noise"):
+        build_objective("smd-mixture", posterior_noise="no")
     with pytest.raises(ValueError, match="snr_gamma"):
         build_objective("smd", snr_gamma=-1.0)
     with pytest.raises(ValueError, match="num_inference_steps"):

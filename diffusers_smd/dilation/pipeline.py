@@ -51,7 +51,8 @@ class DilationPathPipeline(DiffusionPipeline):
 
     ``reweight_modes=True`` adds the mode-weight extension (:mod:`diffusers_smd.dilation.weights`):
     importance resampling from a Gaussian-mixture proposal fitted to the modes the path found, which
-    corrects the modes' masses. The plain path (the default) is the faithful method.
+    corrects the modes' masses; ``metropolis_steps`` adds a Metropolis-adjusted (MALA) final phase at
+    ``lambda = 1`` before it. The plain path (the defaults) is the faithful method.
     """
 
     model_cpu_offload_seq = ""

@@ -15,7 +15,9 @@ extension corrects the masses with the unnormalised log density only:
    the support ``q`` covers, whatever the particles' spread over modes was; each cluster's mass is
    ``sum of w over the draws that q attributes to it / sum of w``.
 
-Cost: ``B`` gradient evaluations (the scores at the particles) + ``M`` log-density evaluations.
+Cost: ``M`` log-density evaluations, plus ``B`` gradient evaluations for the scores at the particles
+(free when the pipeline's Metropolis-adjusted final phase, ``metropolis_steps``, ran and left them). It
+cannot give mass to a mode that no particle found.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.cluster.hierarchy import fcluster, linkage
 
 from .evaluator import TargetEvaluator
 
@@ -48,11 +49,21 @@ class ModeReweighting:
     effective_sample_size: float
 
 
+def newton_mode_estimates(
+    points: torch.Tensor, scores: torch.Tensor, curvature: torch.Tensor
+) -> torch.Tensor:
+    """One Newton step towards each particle's mode with its curvature estimate: ``y + grad log pi(y) / c``
+    (the mode's mean exactly on an isotropic Gaussian mode)."""
+    return points + scores / curvature[:, None]
+
+
 def cluster_modes(
     points: torch.Tensor, scores: torch.Tensor, curvature: torch.Tensor, merge_radius: float
 ) -> torch.Tensor:
     """Cluster labels ``(B,)`` in ``0..J-1``: single linkage of Newton-step mode estimates ``y + s / c``."""
-    z = points + scores / curvature[:, None]
+    from scipy.cluster.hierarchy import fcluster, linkage  # scipy comes with scikit-learn, a core dependency
+
+    z = newton_mode_estimates(points, scores, curvature)
     if points.shape[0] == 1:
         return torch.zeros(1, dtype=torch.long)
     scale = 1.0 / curvature.median().clamp_min(1e-12).sqrt()
@@ -89,18 +100,28 @@ def ledoit_wolf_covariance(x: torch.Tensor) -> torch.Tensor:
     return (1 - a) * s + a * target
 
 
-def _cluster_gaussians(points: torch.Tensor, labels: torch.Tensor, curvature: torch.Tensor, inflation: float):
-    """Mean and Cholesky factor of one Gaussian per cluster (covariance shrunk towards isotropic)."""
+def _cluster_gaussians(
+    points: torch.Tensor,
+    newton: torch.Tensor,
+    labels: torch.Tensor,
+    curvature: torch.Tensor,
+    inflation: float,
+):
+    """Mean and Cholesky factor of one Gaussian per cluster. A cluster with more particles than dimensions
+    gets their mean and Ledoit-Wolf covariance; a smaller one the mean of its Newton-step mode estimates
+    ``y + s / c`` (exact on a Gaussian mode, while the mean of a few particles is off by ``sigma sqrt(d / n)``)
+    and the curvature's isotropic covariance ``I / c``."""
     d = points.shape[1]
     means, chols = [], []
     eye = torch.eye(d, dtype=torch.float64)
     for j in range(int(labels.max()) + 1):
         member = points[labels == j].double()
         n = member.shape[0]
-        mu = member.mean(0)
         iso = (1.0 / curvature[labels == j].double().median()).item()
-        # fewer particles than dimensions: the curvature's isotropic scale, else a shrunk sample covariance
-        cov = ledoit_wolf_covariance(member) + 1e-6 * iso * eye if n > d else iso * eye
+        if n > d:
+            mu, cov = member.mean(0), ledoit_wolf_covariance(member) + 1e-6 * iso * eye
+        else:
+            mu, cov = newton[labels == j].mean(0), iso * eye
         means.append(mu)
         chols.append(torch.linalg.cholesky(inflation * cov))
     return torch.stack(means), torch.stack(chols)
@@ -131,7 +152,8 @@ def importance_resample(
     if num_proposals < 1:
         raise ValueError(f"num_proposals must be a positive integer, got {num_proposals}")
     labels = cluster_modes(points.double(), scores.double(), curvature.double(), merge_radius)
-    means, chols = _cluster_gaussians(points, labels, curvature, proposal_inflation)
+    newton = newton_mode_estimates(points.double(), scores.double(), curvature.double())
+    means, chols = _cluster_gaussians(points, newton, labels, curvature, proposal_inflation)
     j, d = means.shape
     comp = torch.randint(0, j, (num_proposals,), generator=generator)
     eps = torch.randn(num_proposals, d, generator=generator, dtype=torch.float64)
