@@ -512,7 +512,13 @@ def main(args: argparse.Namespace | None = None) -> dict:
             target.load_state_dict(loaded.state_dict())
             del loaded
 
-    if accelerator.distributed_type != DistributedType.FSDP:
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    if fsdp and (args.use_ema or args.save_images_steps):
+        raise ValueError(
+            "--use_ema and --save_images_steps are not supported under FSDP (training/accelerate_configs/fsdp.yaml); "
+            "sample the saved pipeline with `diffusers-smd sample` instead"
+        )
+    if not fsdp:
         accelerator.register_save_state_pre_hook(save_model_hook)
         accelerator.register_load_state_pre_hook(load_model_hook)
 
@@ -663,15 +669,16 @@ def main(args: argparse.Namespace | None = None) -> dict:
                 args.save_images_steps
                 and global_step % args.save_images_steps == 0
                 and accelerator.is_main_process
+                and not fsdp
             ):
                 sample_and_log(f"step-{global_step}")
             if global_step >= max_train_steps:
                 break
         if accelerator.is_main_process:
             last_epoch = epoch == num_epochs - 1 or global_step >= max_train_steps
-            if (epoch + 1) % args.save_images_epochs == 0 and not last_epoch:
+            if (epoch + 1) % args.save_images_epochs == 0 and not last_epoch and not fsdp:
                 sample_and_log(f"epoch-{epoch}")
-            if (epoch + 1) % args.save_model_epochs == 0 and not last_epoch:
+            if (epoch + 1) % args.save_model_epochs == 0 and not last_epoch and not fsdp:
                 _save_final(
                     accelerator, unwrapped, ema_model, noise_scheduler, args, global_step, sample=False
                 )
@@ -680,9 +687,15 @@ def main(args: argparse.Namespace | None = None) -> dict:
 
     progress_bar.close()
     accelerator.wait_for_everyone()
+    if fsdp:
+        # Sharded parameters: gather a full state dict (every process takes part) into a plain copy.
+        full_state = accelerator.get_state_dict(model)
+        if accelerator.is_main_process:
+            unwrapped = type(unwrapped).from_config(unwrapped.config)
+            unwrapped.load_state_dict(full_state)
     summary = None
     if accelerator.is_main_process:
-        _save_final(accelerator, unwrapped, ema_model, noise_scheduler, args, global_step, sample=True)
+        _save_final(accelerator, unwrapped, ema_model, noise_scheduler, args, global_step, sample=not fsdp)
         summary = {
             "global_step": global_step,
             "objective": args.objective,

@@ -277,7 +277,11 @@ def build_parser(prog: str | None = None, add_help: bool = True) -> argparse.Arg
         "(starts fresh when there is none).",
     )
     out.add_argument(
-        "--logger", type=str, default="tensorboard", choices=("tensorboard", "wandb"), help="Tracker."
+        "--logger",
+        type=str,
+        default="tensorboard",
+        choices=("tensorboard", "wandb"),
+        help="Where loss, learning rate and sample grids are logged.",
     )
     out.add_argument(
         "--logging_dir", type=str, default="logs", help="TensorBoard log folder, relative to --output_dir."
