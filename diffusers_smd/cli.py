@@ -470,6 +470,8 @@ QUICKSTART_STEPS = 1500
 QUICKSTART_TRAINING_FLAGS = (
     "--objective", "smd",
     "--etsdm",
+    "--prediction_type", "v_prediction",
+    "--ddpm_beta_schedule", "squaredcos_cap_v2",
     "--resolution", "16",
     "--block_out_channels", "16,32,64",
     "--layers_per_block", "1",
