@@ -42,6 +42,9 @@ import huggingface_hub
 ENDPOINT_PATHS = ("create", "preupload", "commit")
 
 
+AGENT_REGISTRY_PATH = "/api/agent-harnesses"
+
+
 @dataclass
 class FakeHub:
     fail_on: str | None = None
@@ -75,6 +78,15 @@ class FakeHub:
         }
         return hub
 
+    @property
+    def api_requests(self) -> list[httpx2.Request]:
+        """The requests our code caused: all but huggingface_hub's own agent-registry lookup.
+
+        huggingface_hub fetches that registry at most once a day, without a token, depending on
+        its local cache; counting it would make assertions depend on the machine's state.
+        """
+        return [r for r in self.requests if r.url.path != AGENT_REGISTRY_PATH]
+
     def handle(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)
         path = request.url.path
@@ -104,7 +116,7 @@ class FakeHub:
             if self.fail_on == "commit":
                 return self._error()
             return self._commit(path, request.content)
-        if request.method == "GET" and path == "/api/agent-harnesses":
+        if request.method == "GET" and path == AGENT_REGISTRY_PATH:
             return httpx2.Response(404, json={"error": "fake Hub: no agent registry"})
         self.unexpected.append(f"{request.method} {path}")
         return httpx2.Response(404, json={"error": f"fake Hub: no route for {request.method} {path}"})

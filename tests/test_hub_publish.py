@@ -79,7 +79,7 @@ def test_bad_arguments_fail_before_any_work(run_folder, tmp_path, kwargs, error,
     arguments = {"repo_id": "me/smd-digits", **kwargs}
     with fake_hub() as hub, pytest.raises(error, match=match):
         publish(run_folder, **arguments)
-    assert hub.requests == []
+    assert hub.api_requests == []
 
 
 @pytest.mark.parametrize("bad", [None, "", "name-only", "a/b/c", "me/bad name", "me/x" + "y" * 100])
@@ -114,7 +114,7 @@ def test_upload_sends_exactly_the_dry_run_folder(run_folder, tmp_path, env_token
     assert result.repo_url == "https://huggingface.co/me/smd-digits"
     assert result.commit_url.startswith("https://huggingface.co/me/smd-digits/commit/")
     # The token from the environment authenticated every call.
-    assert {r.headers.get("authorization") for r in hub.requests} == {f"Bearer {FAKE_TOKEN}"}
+    assert {r.headers.get("authorization") for r in hub.api_requests} == {f"Bearer {FAKE_TOKEN}"}
 
 
 def test_default_ignore_patterns_and_extra_ones(run_folder, tmp_path):
@@ -166,7 +166,7 @@ def test_the_token_never_appears_in_output_logs_or_files(run_folder, tmp_path, c
             publish_main([str(run_folder), "--repo-id", "me/smd-digits", "--dry-run", str(tmp_path / "dry")])
             == 0
         )
-    assert {r.headers.get("authorization") for r in hub.requests} == {f"Bearer {FAKE_TOKEN}"}
+    assert {r.headers.get("authorization") for r in hub.api_requests} == {f"Bearer {FAKE_TOKEN}"}
     assert "visibility" not in hub.created[0]  # without --private the Hub's default visibility applies
     captured = capsys.readouterr()
     assert "Published" in captured.out and "Dry run" in captured.out

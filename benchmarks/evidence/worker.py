@@ -1,0 +1,203 @@
+"""Execute work units (train, sample + score, Lipschitz) and the worker loop that claims them."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffusers_smd.models import accepts_mixture_noise
+
+from .data import load_split
+from .lipschitz import lipschitz_in_t
+from .sampling import generate, make_sampling_scheduler
+from .store import Unit, next_unit, plan_units, write_json_atomic, write_npy_atomic
+from .training import load_trained, train_unit
+
+__all__ = ["run_unit", "worker_loop", "score_images", "real_data_floor", "to_uint8"]
+
+
+@functools.lru_cache(maxsize=4)
+def _split(data_items: tuple, which: str) -> torch.Tensor:
+    return load_split(dict(data_items), which)
+
+
+def _images(config: dict, which: str) -> torch.Tensor:
+    return _split(tuple(sorted(config["data"].items())), which)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] float (N, C, H, W) -> uint8 (N, H, W, C) 0..255."""
+    return ((images.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def score_images(config: dict, generated: torch.Tensor) -> dict:
+    """The config's metric of ``generated`` against the held-out split, at equal sample counts."""
+    heldout = _images(config, "heldout")
+    count = len(generated)
+    if count > len(heldout):
+        raise ValueError(
+            f"sampling.num_samples={count} exceeds the {len(heldout)} held-out images; the metric compares "
+            "equal counts"
+        )
+    reference = heldout[:count]
+    if config["metric"] == "digits":
+        from diffusers_smd.metrics import compute_digits_metrics
+
+        result = compute_digits_metrics(generated, reference)
+        generated_hist = np.asarray(result["class_histogram"])
+        reference_hist = np.asarray(result["reference_class_histogram"])
+        return {
+            "fdd": result["frechet_digits_distance"],
+            "class_histogram": result["class_histogram"],
+            "reference_class_histogram": result["reference_class_histogram"],
+            "class_tv_distance": 0.5 * float(np.abs(generated_hist - reference_hist).sum()),
+            "classifier_confidence": result["classifier_confidence"],
+        }
+    from diffusers_smd.metrics import compute_fid
+
+    return {"fid": compute_fid(generated, reference, device=config["device"])}
+
+
+def real_data_floor(config: dict, draws: int = 5) -> dict:
+    """The metric of REAL images: ``num_samples`` random train images vs the held-out reference.
+
+    The best value a perfect generator can expect at this sample count (the Frechet distance is biased
+    upward for small counts); ``draws`` random subsets with fixed seeds, mean and standard deviation.
+    """
+    train = _images(config, "train")
+    count = config["sampling"]["num_samples"]
+    key = "fdd" if config["metric"] == "digits" else "fid"
+    values = []
+    for draw in range(draws):
+        index = torch.randperm(len(train), generator=torch.Generator().manual_seed(draw))[:count]
+        values.append(score_images(config, train[index])[key])
+    mean = float(np.mean(values))
+    return {
+        "metric": key,
+        "num_samples": count,
+        "draws": draws,
+        "mean": mean,
+        "std": float(np.std(values, ddof=1)),
+    }
+
+
+def _model_folder(work_dir: Path, unit: Unit) -> Path:
+    return work_dir / "models" / f"{unit.model}-seed{unit.seed}"
+
+
+def _run_sample(config: dict, unit: Unit, work_dir: Path) -> None:
+    model, training_scheduler, summary = load_trained(_model_folder(work_dir, unit), config["device"])
+    scheduler = make_sampling_scheduler(unit.sampler, training_scheduler, summary["etsdm"])
+    sampling = config["sampling"]
+    started = time.perf_counter()
+    images = generate(
+        model,
+        scheduler,
+        unit.steps,
+        sampling["num_samples"],
+        unit.seed,
+        sampling["batch_size"],
+        config["device"],
+    )
+    sampling_seconds = time.perf_counter() - started
+    scores = score_images(config, images)
+    grids = config.get("grids") or {}
+    keep = grids.get("count", 0)
+    if keep:
+        write_npy_atomic(unit.result_path(work_dir).with_suffix(".npy"), to_uint8(images[:keep]))
+    write_json_atomic(
+        unit.result_path(work_dir),
+        {
+            "model": unit.model,
+            "seed": unit.seed,
+            "sampler": unit.sampler,
+            "steps": unit.steps,
+            "scheduler_class": type(scheduler).__name__,
+            "num_samples": len(images),
+            "sampling_seconds": sampling_seconds,
+            **scores,
+        },
+    )
+
+
+def _run_lipschitz(config: dict, unit: Unit, work_dir: Path) -> None:
+    settings = config["lipschitz"]
+    model, training_scheduler, summary = load_trained(_model_folder(work_dir, unit), config["device"])
+    device = torch.device(config["device"])
+    clean = _images(config, "heldout")[: settings["num_samples"]].to(device)
+    generator = torch.Generator().manual_seed(2_000_000)  # the same x_0, eps and eta for every model
+    noise = torch.randn(clean.shape, generator=generator).to(device)
+    eta = torch.randn(clean.shape, generator=generator).to(device)
+    if accepts_mixture_noise(model):
+
+        def predict(x, t):
+            return model(x, torch.tensor(t, device=device), mixture_noise=eta).sample
+    else:
+
+        def predict(x, t):
+            return model(x, torch.tensor(t, device=device)).sample
+
+    condition = getattr(training_scheduler, "condition_timesteps", None)
+    dt, t_max = settings["dt"], settings["t_max"]
+    timesteps = list(range(0, t_max - dt + 1))
+    started = time.perf_counter()
+    values = lipschitz_in_t(
+        predict, clean, noise, training_scheduler.alphas_cumprod.to(device), timesteps, dt,
+        (lambda t: int(condition(t))) if condition is not None else None,
+    )  # fmt: skip
+    write_json_atomic(
+        unit.result_path(work_dir),
+        {
+            "model": unit.model,
+            "seed": unit.seed,
+            "etsdm": summary["etsdm"],
+            "dt": dt,
+            "num_samples": len(clean),
+            "timesteps": timesteps,
+            "K": values,
+            "seconds": time.perf_counter() - started,
+        },
+    )
+
+
+def run_unit(config: dict, unit: Unit, work_dir: Path) -> None:
+    """Do ``unit`` and write its result file (atomically)."""
+    if unit.kind == "train" and config.get("trainer", "local") == "train_smd":
+        from .script_training import train_unit_with_script
+
+        train_unit_with_script(config, unit.model, unit.seed, _model_folder(work_dir, unit), work_dir)
+    elif unit.kind == "train":
+        train_unit(config, unit.model, unit.seed, _images(config, "train"), _model_folder(work_dir, unit))
+    elif unit.kind == "sample":
+        _run_sample(config, unit, work_dir)
+    elif unit.kind == "lipschitz":
+        _run_lipschitz(config, unit, work_dir)
+    else:
+        raise ValueError(f"unknown unit kind {unit.kind!r}")
+
+
+def worker_loop(config: dict, work_dir: Path, log=print) -> int:
+    """Claim and run units until none is left; returns how many this process ran."""
+    torch.set_num_threads(config["threads_per_worker"])
+    units = plan_units(config)
+    done = 0
+    while True:
+        unit, waiting = next_unit(units, work_dir)
+        if unit is None:
+            if not waiting:
+                return done
+            time.sleep(2.0)
+            continue
+        started = time.perf_counter()
+        try:
+            run_unit(config, unit, work_dir)
+        except BaseException:
+            (work_dir / "claims" / f"{unit.name}.claim").unlink(missing_ok=True)
+            raise
+        done += 1
+        log(f"[worker {os.getpid()}] {unit.name} done in {time.perf_counter() - started:.1f} s", flush=True)
