@@ -465,7 +465,7 @@ def _publish(argv: Sequence[str]) -> int:
 
 # ----------------------------------------------------------------------------- quickstart
 
-#: Quickstart recipe (measured on 2 CPU cores; see readme_sections/training.md).
+#: Quickstart recipe (measured on 2 CPU cores; see "Quickstart: the main job" in README.md).
 QUICKSTART_STEPS = 1500
 QUICKSTART_TRAINING_FLAGS = (
     "--objective", "smd",
