@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -66,6 +67,15 @@ def make_scheduler(name: str, base_config):
     else:
         import diffusers as module
     scheduler_class = getattr(module, class_name)
+    extra = dict(extra)
+    if (
+        base_config.get("clip_sample")
+        and "thresholding" in inspect.signature(scheduler_class.__init__).parameters
+    ):
+        # DDPM / DDIM clip the predicted x_0 to [-clip_sample_range, clip_sample_range] (the training
+        # scheduler's setting); multistep solvers ignore clip_sample, their equivalent is thresholding
+        # with sample_max_value = clip_sample_range (s = 1 then: plain clipping).
+        extra.update(thresholding=True, sample_max_value=float(base_config.get("clip_sample_range", 1.0)))
     return scheduler_class.from_config(base_config, **extra), name
 
 
@@ -163,7 +173,8 @@ def _add_sampling_flags(parser: argparse.ArgumentParser, default_steps: int, def
         default=AUTO,
         choices=[AUTO, *SCHEDULER_CHOICES],
         help="Sampler. 'auto': DPM-Solver++, in its E-TSDM variant (etsdm-dpmsolver++) if the model was trained "
-        "with E-TSDM. etsdm-* variants condition the network on the shared early timesteps.",
+        "with E-TSDM. etsdm-* variants condition the network on the shared early timesteps. When the model's "
+        "scheduler clips x_0 (clip_sample, the DDPM default), multistep solvers clip too (thresholding).",
     )
     parser.add_argument(
         "--num_inference_steps", type=_positive_int, default=default_steps, help="Denoising steps."
@@ -454,11 +465,13 @@ def _publish(argv: Sequence[str]) -> int:
 
 # ----------------------------------------------------------------------------- quickstart
 
-#: Quickstart recipe (measured on 2 CPU cores; see readme_sections/training.md).
+#: Quickstart recipe (measured on 2 CPU cores; see "Quickstart: the main job" in README.md).
 QUICKSTART_STEPS = 1500
 QUICKSTART_TRAINING_FLAGS = (
     "--objective", "smd",
     "--etsdm",
+    "--prediction_type", "v_prediction",
+    "--ddpm_beta_schedule", "squaredcos_cap_v2",
     "--resolution", "16",
     "--block_out_channels", "16,32,64",
     "--layers_per_block", "1",

@@ -389,9 +389,10 @@ def _check_push_to_hub(args) -> None:
     if not args.push_to_hub:
         return
     try:
-        from .hub import publish  # noqa: F401
+        from .hub import check_repo_id
     except ImportError as error:
         raise ValueError(f"--push_to_hub: Hub publishing is not available ({error})") from error
+    check_repo_id(args.hub_model_id, name="--hub_model_id")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -726,7 +727,7 @@ def main(args: argparse.Namespace | None = None) -> dict:
         if args.push_to_hub:
             from .hub import publish
 
-            publish(args.output_dir, repo_id=args.hub_model_id, private=args.hub_private_repo)
+            publish(args.output_dir, args.hub_model_id, private=args.hub_private_repo)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary

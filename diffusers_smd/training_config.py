@@ -295,7 +295,7 @@ def build_parser(prog: str | None = None, add_help: bool = True) -> argparse.Arg
         "--hub_model_id",
         type=str,
         default=None,
-        help="Hub repo id for --push_to_hub (default: the folder name).",
+        help="Hub repo id 'namespace/name' for --push_to_hub (checked before training starts).",
     )
     out.add_argument("--hub_private_repo", action="store_true", help="Create the Hub repo as private.")
     out.add_argument(

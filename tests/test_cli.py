@@ -148,6 +148,17 @@ def test_auto_scheduler_follows_how_the_model_was_trained(trained_pipeline):
     assert cli.make_scheduler("auto", config)[1] == "dpmsolver++"
 
 
+def test_multistep_solvers_clip_like_the_training_scheduler():
+    from diffusers import DDPMScheduler
+
+    clipping = DDPMScheduler(clip_sample=True, clip_sample_range=1.5).config
+    for name in ("dpmsolver++", "etsdm-dpmsolver++", "unipc"):
+        scheduler, _ = cli.make_scheduler(name, clipping)
+        assert scheduler.config.thresholding and scheduler.config.sample_max_value == 1.5
+    scheduler, _ = cli.make_scheduler("dpmsolver++", DDPMScheduler(clip_sample=False).config)
+    assert not scheduler.config.thresholding
+
+
 def test_sample_of_a_missing_pipeline_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["sample", str(tmp_path / "nothing")]) == 2
     assert "no such folder" in capsys.readouterr().err

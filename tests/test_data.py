@@ -121,3 +121,17 @@ def test_bad_sources_name_the_flag(kwargs, flag):
 def test_empty_image_folder_names_the_flag(tmp_path):
     with pytest.raises(ValueError, match="--train_data_dir"):
         load_training_images(train_data_dir=str(tmp_path), resolution=8)
+
+
+def test_builtin_digits_are_the_default_source():
+    from sklearn.datasets import load_digits
+
+    from diffusers_smd.digits import load_digits_images
+
+    data = load_training_images(resolution=16)
+    heldout, _ = load_digits_images(split="heldout", resolution=16)
+    assert data.num_channels == 1 and len(data) + len(heldout) == len(load_digits().images)
+    item = data[0]["input"]
+    assert item.shape == (1, 16, 16) and item.min() >= -1 and item.max() <= 1
+    rgb = load_training_images(dataset_name="digits", resolution=8, num_channels=3)
+    assert rgb[0]["input"].shape == (3, 8, 8) and torch.equal(rgb[0]["input"][0], rgb[0]["input"][2])

@@ -1,21 +1,20 @@
 """The "Load a model" README code runs as written (a local folder stands in for the Hub repo id)."""
 
-import pathlib
 import re
 
 from diffusers import DiffusionPipeline
 
 from diffusers_smd import ETSDMDPMSolverMultistepScheduler, SMDPipeline
 from tests.pipeline_testing import ddpm_scheduler, tiny_unet
+from tests.readme_text import readme_section
 
-SECTION = pathlib.Path(__file__).resolve().parents[1] / "readme_sections" / "pipeline.md"
 REPO_ID = "your-username/smd-digits"
 
 
 def test_load_a_model_code_blocks_run(tmp_path, monkeypatch):
     folder = tmp_path / "smd-digits"
     SMDPipeline(unet=tiny_unet(), scheduler=ddpm_scheduler()).save_pretrained(folder)
-    blocks = re.findall(r"```python\n(.*?)```", SECTION.read_text(), flags=re.S)
+    blocks = re.findall(r"```python\n(.*?)```", readme_section("Load a model"), flags=re.S)
     assert len(blocks) == 3 and all(REPO_ID in block for block in blocks[:2])
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}

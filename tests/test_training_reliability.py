@@ -214,6 +214,14 @@ def test_bad_flag_values_fail_while_parsing(tmp_path, extra, flag):
         parse_args(tiny_flags(tmp_path / "out", *extra))
 
 
+@pytest.mark.parametrize("hub_flags", [[], ["--hub_model_id", "no-namespace"], ["--hub_model_id", "a/b/c"]])
+def test_push_to_hub_with_a_bad_repo_id_fails_before_training(tmp_path, hub_flags):
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="--hub_model_id"):
+        main(parse_args(tiny_flags(out, "--max_train_steps", "1", "--push_to_hub", *hub_flags)))
+    assert not out.exists()
+
+
 def test_a_finished_model_is_never_trained_over_without_asking(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
