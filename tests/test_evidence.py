@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 CPU_CONFIG = REPO / "benchmarks" / "evidence" / "digits_cpu.yaml"
 GPU_CONFIG = REPO / "benchmarks" / "evidence" / "cifar10_gpu.yaml"
 RESULTS = REPO / "benchmarks" / "results" / "evidence" / "evidence_results.json"
-README_SECTION = REPO / "readme_sections" / "evidence.md"
+README_SECTION = REPO / "README.md"
 
 
 # -- config -----------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
     python benchmarks/evidence/run.py --config benchmarks/evidence/digits_cpu.yaml
     python benchmarks/evidence/run.py --config benchmarks/evidence/digits_cpu.yaml --quick   # smoke run
     python benchmarks/evidence/run.py --config benchmarks/evidence/digits_cpu.yaml --report \\
-        --readme readme_sections/evidence.md                                               # tables only
+        --readme README.md                                                                 # tables only
 
 Trains every model of the config (vanilla, E-TSDM, SMD, SMD + E-TSDM) for every seed, samples each with
 every configured solver, scores the samples against the held-out images, estimates the Lipschitz
