@@ -251,6 +251,14 @@ def build_training_model(args) -> TrainingSetup:
         )
     model = wrap_for_objective(unet, args)
     noise_scheduler = build_noise_scheduler(args, scheduler_config)
+    num_train_timesteps = noise_scheduler.config.num_train_timesteps
+    if args.ddpm_num_inference_steps is None:
+        args.ddpm_num_inference_steps = num_train_timesteps
+    elif args.ddpm_num_inference_steps > num_train_timesteps:
+        raise ValueError(
+            f"--ddpm_num_inference_steps must be in [1, {num_train_timesteps}] (the model's training "
+            f"timesteps), got {args.ddpm_num_inference_steps}"
+        )
     return TrainingSetup(model, noise_scheduler, resolution, denoiser["in_channels"], base_model)
 
 

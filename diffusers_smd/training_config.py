@@ -185,8 +185,9 @@ def build_parser(prog: str | None = None, add_help: bool = True) -> argparse.Arg
     noise.add_argument(
         "--ddpm_num_inference_steps",
         type=int,
-        default=1000,
-        help="DDPM steps when sampling the grids during and after training.",
+        default=None,
+        help="DDPM steps when sampling the grids during and after training (default: every training "
+        "timestep of the model, i.e. --ddpm_num_steps; at most that many).",
     )
     noise.add_argument(
         "--ddpm_beta_schedule",

@@ -165,6 +165,11 @@ def bad_case(name, tmp_path):
             "--pretrained_model_name_or_path",
         ),
         "etsdm_intervals": (["--etsdm", "--etsdm_intervals", "9"], "--etsdm_intervals"),
+        # tiny_flags train with 50 timesteps: a 60-step DDPM grid does not exist
+        "inference_steps_above_training": (
+            ["--ddpm_num_inference_steps", "60"],
+            "--ddpm_num_inference_steps",
+        ),
     }[name]
 
 
@@ -182,6 +187,7 @@ def bad_case(name, tmp_path):
         "pretrained_resolution",
         "vanilla_on_smd",
         "etsdm_intervals",
+        "inference_steps_above_training",
     ],
 )
 def test_bad_input_fails_before_any_training_step_naming_the_flag(tmp_path, name):
@@ -229,3 +235,15 @@ def test_a_finished_model_is_never_trained_over_without_asking(tmp_path):
     with pytest.raises(ValueError, match="--output_dir"):
         main(parse_args(tiny_flags(out, "--max_train_steps", "1")))
     assert (out / "model_index.json").read_text() == "{}"
+
+
+def test_sample_grids_default_to_every_training_timestep(tmp_path):
+    """Without --ddpm_num_inference_steps the grids use the model's own T (here 4, not diffusers' 1000)."""
+    out = tmp_path / "out"
+    flags = tiny_flags(out, "--max_train_steps", "1", "--ddpm_num_steps", "4")
+    index = flags.index("--ddpm_num_inference_steps")
+    del flags[index : index + 2]
+    main(parse_args(flags))
+    saved = json.loads((out / "training_args.json").read_text())
+    assert saved["ddpm_num_steps"] == 4 and saved["ddpm_num_inference_steps"] == 4
+    assert (out / "sample_grid.png").is_file()
