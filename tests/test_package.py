@@ -24,3 +24,19 @@ def test_import_in_a_fresh_process(subprocess_env):
         check=True,
     )
     assert out.stdout.strip() == diffusers_smd.__version__
+
+
+def test_the_default_training_logger_is_a_runtime_dependency():
+    """`pip install .` must be enough for the quickstart, which trains with the default --logger."""
+    import pathlib
+    import re
+    import tomllib
+
+    from diffusers_smd.training_config import build_parser
+
+    pyproject = tomllib.loads((pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    runtime = {
+        re.split(r"[<>=!~\[ ]", d, maxsplit=1)[0].lower() for d in pyproject["project"]["dependencies"]
+    }
+    default_logger = build_parser().get_default("logger")
+    assert default_logger in runtime
