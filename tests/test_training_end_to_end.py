@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
-from training_helpers import tiny_flags, weights
+from training_helpers import tiny_flags, tiny_unet, weights
 
 from diffusers_smd import ETSDMDDPMScheduler, SMDPipeline, SMDUNet2DModel
 from diffusers_smd.training import build_training_model, main
@@ -60,16 +60,7 @@ def test_tiny_training_run_saves_a_loadable_pipeline(tmp_path, objective, etsdm)
 
 def test_fine_tuning_a_saved_unet_reproduces_it_at_step_zero(tmp_path):
     torch.manual_seed(1)
-    base = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
+    base = tiny_unet()
     base.save_pretrained(tmp_path / "base_unet")
     out = tmp_path / "finetuned"
     flags = tiny_flags(
@@ -93,16 +84,7 @@ def test_fine_tuning_a_saved_unet_reproduces_it_at_step_zero(tmp_path):
 
 def test_fine_tuning_a_pipeline_keeps_its_noise_schedule(tmp_path):
     torch.manual_seed(1)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
+    unet = tiny_unet()
     scheduler = DDPMScheduler(
         num_train_timesteps=40, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction"
     )

@@ -9,8 +9,7 @@ import time
 
 import pytest
 import torch
-from diffusers import UNet2DModel
-from training_helpers import max_weight_difference, tiny_flags
+from training_helpers import max_weight_difference, tiny_flags, tiny_unet
 
 from diffusers_smd.checkpointing import list_checkpoints, resolve_resume_checkpoint
 from diffusers_smd.training import NonFiniteLossError, main
@@ -94,21 +93,6 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     assert os.path.basename(kept[-1]) in message and "--learning_rate" in message
     assert resolve_resume_checkpoint("latest", str(out)) == kept[-1]
     assert not (out / "model_index.json").exists()  # no model saved from the broken state
-
-
-def tiny_unet(**overrides):
-    config = dict(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
-    config.update(overrides)
-    return UNet2DModel(**config)
 
 
 def bad_case(name, tmp_path):
