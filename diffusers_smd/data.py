@@ -118,6 +118,9 @@ def infer_num_channels(image: Image.Image) -> int:
 class TrainingImages(torch.utils.data.Dataset):
     """A map-style data set yielding ``{"input": (C, R, R) tensor in [-1, 1]}``.
 
+    ``name`` is the source as the user named it (``digits``, a Hub id or a folder) and ``kind`` one of
+    :data:`diffusers_smd.training.summary.DATASET_KINDS`; the run summary records both and ``len()``.
+
     Wraps either a ready tensor of images (the built-in digits) or a ``datasets.Dataset``
     whose ``image_column`` holds PIL images, converted on access by :func:`image_to_tensor`.
 
@@ -136,7 +139,8 @@ class TrainingImages(torch.utils.data.Dataset):
         center_crop: bool = True,
         random_flip: bool = False,
         image_column: str | None = None,
-        description: str = "",
+        name: str = "",
+        kind: str = "memory",
         augmentation_seed: int = 0,
     ):
         self.source = source
@@ -145,9 +149,15 @@ class TrainingImages(torch.utils.data.Dataset):
         self.center_crop = center_crop
         self.random_flip = random_flip
         self.image_column = image_column
-        self.description = description
+        self.name = name
+        self.kind = kind
         self.augmentation_seed = augmentation_seed
         self.epoch = 0
+
+    @property
+    def description(self) -> str:
+        """One line for logs: the source and the number of images."""
+        return f"{self.name} ({len(self)} images)"
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose augmentations the next items use."""
@@ -245,7 +255,8 @@ def load_training_images(
             images.shape[1],
             center_crop,
             random_flip,
-            description=f"built-in digits (train split, {len(images)} images)",
+            name=BUILTIN_DIGITS,
+            kind="builtin",
             augmentation_seed=augmentation_seed,
         )
     dataset = _load_hf_dataset(dataset_name, dataset_config_name, train_data_dir, cache_dir)
@@ -256,7 +267,10 @@ def load_training_images(
     if num_channels is None:
         first = dataset[0][column]
         num_channels = infer_num_channels(first) if isinstance(first, Image.Image) else 3
-    source = train_data_dir if train_data_dir is not None else dataset_name
+    if train_data_dir is not None or _looks_like_local_path(dataset_name) or os.path.isdir(dataset_name):
+        source, kind = train_data_dir or dataset_name, "folder"
+    else:
+        source, kind = dataset_name, "hub"
     return TrainingImages(
         dataset,
         resolution,
@@ -264,6 +278,7 @@ def load_training_images(
         center_crop,
         random_flip,
         image_column=column,
-        description=f"{source} ({len(dataset)} images)",
+        name=source,
+        kind=kind,
         augmentation_seed=augmentation_seed,
     )

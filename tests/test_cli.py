@@ -8,12 +8,14 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
-from training_helpers import tiny_flags
+from training_helpers import tiny_flags, train_with_flags
 
 from diffusers_smd import cli
-from diffusers_smd.training import main as train_main
-from diffusers_smd.training_config import parse_args
+from diffusers_smd.cli.quickstart import pick_output_dir
+from diffusers_smd.cli.train import launch_command
+from diffusers_smd.sampling import make_scheduler
 
 SUBCOMMANDS = ["train", "sample", "eval", "publish", "quickstart"]
 
@@ -76,7 +78,7 @@ def test_train_launches_two_cpu_processes_through_accelerate(tmp_path, capsys):
     assert printed[printed.index("-m", 3) + 1] == "diffusers_smd.training"
     assert printed[-2:] == ["--output_dir", str(tmp_path)]
     launch = argparse.Namespace(config_file=None, num_processes=2, cpu=True, main_process_port=None)
-    _, env = cli.launch_command(launch, [])
+    _, env = launch_command(launch, [])
     assert env["ACCELERATE_USE_CPU"] == "true"
 
 
@@ -102,12 +104,8 @@ def test_shipped_accelerate_configs_load(name):
 @pytest.fixture(scope="module")
 def trained_pipeline(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "pipeline"
-    train_main(
-        parse_args(
-            tiny_flags(
-                out, "--objective", "smd", "--etsdm", "--max_train_steps", "1", "--etsdm_intervals", "2"
-            )
-        )
+    train_with_flags(
+        tiny_flags(out, "--objective", "smd", "--etsdm", "--max_train_steps", "1", "--etsdm_intervals", "2")
     )
     return out
 
@@ -119,9 +117,14 @@ def test_sample_writes_a_reproducible_grid_and_never_overwrites(trained_pipeline
     assert str(first) in capsys.readouterr().out
     assert cli.main(["sample", *flags, "--output", str(second), "--upscale", "2"]) == 0
     grid = np.asarray(Image.open(first).convert("L"))
-    assert grid.shape == (16, 16)  # a 2 x 2 grid of 8 x 8 images
+    assert grid.shape == (18, 18)  # a 2 x 2 grid of 8 x 8 images with a 2-pixel gap
     big = np.asarray(Image.open(second).convert("L"))
-    assert big.shape == (32, 32) and np.array_equal(big[::2, ::2], grid)  # same seed, same images
+    assert big.shape == (34, 34)  # 16 x 16 images, same gap
+    for row in range(2):
+        for column in range(2):
+            small = grid[row * 10 : row * 10 + 8, column * 10 : column * 10 + 8]
+            large = big[row * 18 : row * 18 + 16, column * 18 : column * 18 + 16]
+            assert np.array_equal(large[::2, ::2], small)  # same seed, same images
     before = first.read_bytes()
     assert cli.main(["sample", *flags, "--output", str(first), "--seed", "4"]) == 2
     assert "--overwrite" in capsys.readouterr().err and first.read_bytes() == before
@@ -136,26 +139,43 @@ def test_sample_with_each_scheduler(trained_pipeline, tmp_path, scheduler):
     output = tmp_path / f"{scheduler}.png"
     assert cli.main(["sample", str(trained_pipeline), "--scheduler", scheduler, "--num_images", "2",
                      "--num_inference_steps", "2", "--output", str(output)]) == 0  # fmt: skip
-    assert Image.open(output).size == (16, 8)
+    assert Image.open(output).size == (18, 8)  # two 8 x 8 images side by side, 2 pixels apart
 
 
 def test_auto_scheduler_follows_how_the_model_was_trained(trained_pipeline):
     config = json.loads((trained_pipeline / "scheduler" / "scheduler_config.json").read_text())
-    scheduler, name = cli.make_scheduler("auto", config)
+    scheduler, name = make_scheduler("auto", config)
     assert name == "etsdm-dpmsolver++" and type(scheduler).__name__ == "ETSDMDPMSolverMultistepScheduler"
     assert scheduler.config.etsdm_threshold == config["etsdm_threshold"]
     config.pop("etsdm_threshold")
-    assert cli.make_scheduler("auto", config)[1] == "dpmsolver++"
+    assert make_scheduler("auto", config)[1] == "dpmsolver++"
 
 
-def test_multistep_solvers_clip_like_the_training_scheduler():
-    from diffusers import DDPMScheduler
+def test_multistep_solvers_clip_x0_exactly_like_the_training_scheduler():
+    """DDPM clips x_0 to [-r, r]; a multistep solver clips through thresholding only where that equals clipping."""
+    from diffusers import DDIMScheduler, DDPMScheduler
 
-    clipping = DDPMScheduler(clip_sample=True, clip_sample_range=1.5).config
-    for name in ("dpmsolver++", "etsdm-dpmsolver++", "unipc"):
-        scheduler, _ = cli.make_scheduler(name, clipping)
-        assert scheduler.config.thresholding and scheduler.config.sample_max_value == 1.5
-    scheduler, _ = cli.make_scheduler("dpmsolver++", DDPMScheduler(clip_sample=False).config)
+    x0 = torch.tensor([0.6, 1.2, -3.0, 0.3]).reshape(1, 1, 2, 2)
+    unit = DDPMScheduler(clip_sample=True, clip_sample_range=1.0).config
+    for name in ("dpmsolver++", "etsdm-dpmsolver++"):
+        scheduler, _ = make_scheduler(name, unit)
+        clipped = scheduler._threshold_sample(x0.clone())
+        assert torch.equal(clipped, x0.clamp(-1.0, 1.0))  # [0.6, 1.0, -1.0, 0.3]
+    # With range 1.5 thresholding would rescale x_0 ([0.4, 0.8, -1.0, 0.2]); such solvers do not clip then,
+    # while the schedulers that have clip_sample clip to [-1.5, 1.5] themselves.
+    wide = DDPMScheduler(clip_sample=True, clip_sample_range=1.5).config
+    scheduler, _ = make_scheduler("dpmsolver++", wide)
+    assert not scheduler.config.thresholding
+    ddim, _ = make_scheduler("ddim", wide)
+    assert (
+        isinstance(ddim, DDIMScheduler) and ddim.config.clip_sample and ddim.config.clip_sample_range == 1.5
+    )
+    ddim.set_timesteps(2)
+    model_output = (x0 - 0.0).expand(1, 1, 2, 2)  # prediction of the sample itself
+    ddim.register_to_config(prediction_type="sample")
+    step = ddim.step(model_output, ddim.timesteps[-1], torch.zeros_like(x0))
+    assert torch.allclose(step.pred_original_sample, torch.tensor([0.6, 1.2, -1.5, 0.3]).reshape(1, 1, 2, 2))
+    scheduler, _ = make_scheduler("dpmsolver++", DDPMScheduler(clip_sample=False).config)
     assert not scheduler.config.thresholding
 
 
@@ -184,19 +204,23 @@ def test_eval_writes_and_updates_eval_results(trained_pipeline, capsys):
 
     assert cli.main([*flags, "--scheduler", "etsdm-ddim"]) == 0  # same setting: replaced, not duplicated
     assert len(json.loads((trained_pipeline / "eval_results.json").read_text())) == 2
-    assert cli.main([*flags, "--scheduler", "ddim"]) == 0  # another setting: added
-    assert len(json.loads((trained_pipeline / "eval_results.json").read_text())) == 4
+    # a stock sampler name on an E-TSDM model is its E-TSDM variant: the same setting again
+    assert cli.main([*flags, "--scheduler", "ddim"]) == 0
+    assert len(json.loads((trained_pipeline / "eval_results.json").read_text())) == 2
+    assert cli.main([*flags[:-1], "3", "--scheduler", "ddim"]) == 0  # another setting: added
+    results = json.loads((trained_pipeline / "eval_results.json").read_text())
+    assert len(results) == 4 and {r["scheduler"] for r in results} == {"etsdm-ddim"}
 
 
 def test_quickstart_picks_a_fresh_folder_and_refuses_a_non_empty_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert cli.pick_output_dir(None) == "smd-quickstart"
+    assert pick_output_dir(None) == "smd-quickstart"
     os.makedirs("smd-quickstart")
-    assert cli.pick_output_dir(None) == "smd-quickstart"  # empty: usable
+    assert pick_output_dir(None) == "smd-quickstart"  # empty: usable
     (tmp_path / "smd-quickstart" / "model_index.json").write_text("{}")
-    assert cli.pick_output_dir(None) == "smd-quickstart-2"
+    assert pick_output_dir(None) == "smd-quickstart-2"
     with pytest.raises(cli.CLIError, match="--output_dir"):
-        cli.pick_output_dir("smd-quickstart")
+        pick_output_dir("smd-quickstart")
     assert cli.main(["quickstart", "--output_dir", "smd-quickstart"]) == 2
     assert (tmp_path / "smd-quickstart" / "model_index.json").read_text() == "{}"
 
@@ -210,7 +234,7 @@ def test_quickstart_end_to_end_with_few_steps(tmp_path, capsys):
     assert grids == ["grid_etsdm-ddim_50steps.png", "grid_etsdm-dpmsolver++_10steps.png"]
     for name in grids:
         assert str(out / name) in printed
-        assert Image.open(out / name).size == (2 * 16 * 4, 2 * 16 * 4)  # 2 x 2 images of 16 px, upscaled 4x
+        assert Image.open(out / name).size == (2 * 16 * 4 + 4, 2 * 16 * 4 + 4)  # 2 x 2 of 16 px, 4x, 4 px gap
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["objective"] == "smd" and summary["etsdm"]["enabled"] and summary["resolution"] == 16
     assert json.loads((out / "quickstart_timing.json").read_text())["total_seconds"] > 0

@@ -32,11 +32,11 @@ def test_the_default_training_logger_is_a_runtime_dependency():
     import re
     import tomllib
 
-    from diffusers_smd.training_config import build_parser
+    from diffusers_smd.training import TrainingConfig
 
     pyproject = tomllib.loads((pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     runtime = {
         re.split(r"[<>=!~\[ ]", d, maxsplit=1)[0].lower() for d in pyproject["project"]["dependencies"]
     }
-    default_logger = build_parser().get_default("logger")
+    default_logger = TrainingConfig().logger
     assert default_logger in runtime

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from diffusers_smd.checkpointing import (
+from diffusers_smd.training.checkpoints import (
     checkpoint_step,
     list_checkpoints,
     prune_checkpoints,
@@ -36,8 +36,11 @@ class FakeAccelerator:
 
 
 def make_dirs(root, *names):
+    """Checkpoint-like folders; those named checkpoint-<step> are complete (they hold run_state.json)."""
     for name in names:
         os.makedirs(root / name)
+        if name.startswith("checkpoint-"):
+            (root / name / "run_state.json").write_text("{}")
 
 
 def test_list_checkpoints_sorts_numerically_and_ignores_everything_else(tmp_path):
@@ -51,6 +54,7 @@ def test_list_checkpoints_sorts_numerically_and_ignores_everything_else(tmp_path
         "logs",
     )
     (tmp_path / "checkpoint-12").write_text("a file, not a folder")
+    os.makedirs(tmp_path / "checkpoint-999")  # empty: a hand-made or half-copied folder is not a checkpoint
     names = [os.path.basename(p) for p in list_checkpoints(str(tmp_path))]
     assert names == ["checkpoint-2", "checkpoint-9", "checkpoint-10"]
     assert checkpoint_step(str(tmp_path / "checkpoint-10")) == 10

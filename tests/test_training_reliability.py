@@ -9,11 +9,10 @@ import time
 
 import pytest
 import torch
-from training_helpers import max_weight_difference, tiny_flags, tiny_unet
+from training_helpers import max_weight_difference, parse_flags, tiny_flags, tiny_unet, train_with_flags
 
-from diffusers_smd.checkpointing import list_checkpoints, resolve_resume_checkpoint
-from diffusers_smd.training import NonFiniteLossError, main
-from diffusers_smd.training_config import parse_args
+from diffusers_smd.training import NonFiniteLossError
+from diffusers_smd.training.checkpoints import list_checkpoints, resolve_resume_checkpoint
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training", "train_smd.py")
 
@@ -32,7 +31,7 @@ def resumable_flags(output_dir):
 
 
 def test_run_killed_with_sigkill_and_resumed_matches_an_uninterrupted_run(tmp_path, subprocess_env):
-    main(parse_args(resumable_flags(tmp_path / "uninterrupted")))
+    train_with_flags(resumable_flags(tmp_path / "uninterrupted"))
 
     killed = tmp_path / "killed"
     with open(tmp_path / "killed.log", "w") as log:
@@ -84,7 +83,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
         "--learning_rate", "1e30", "--max_grad_norm", "1e30",
     )  # fmt: skip
     with pytest.raises(NonFiniteLossError, match=r"at step \d+") as error:
-        main(parse_args(flags))
+        train_with_flags(flags)
     message = str(error.value)
     step = int(message.split("at step ")[1].split(" ")[0])
     kept = list_checkpoints(str(out))
@@ -183,7 +182,7 @@ def test_bad_input_fails_before_any_training_step_naming_the_flag(tmp_path, name
         if "--resolution" not in extra:
             del flags[index : index + 2]
     with pytest.raises(ValueError, match=expected):
-        main(parse_args(flags))
+        train_with_flags(flags)
     assert not (out / "logs").exists() and list_checkpoints(str(out)) == []
     assert not (out / "model_index.json").exists()
 
@@ -201,14 +200,14 @@ def test_bad_input_fails_before_any_training_step_naming_the_flag(tmp_path, name
 )
 def test_bad_flag_values_fail_while_parsing(tmp_path, extra, flag):
     with pytest.raises(ValueError, match=flag):
-        parse_args(tiny_flags(tmp_path / "out", *extra))
+        parse_flags(tiny_flags(tmp_path / "out", *extra))
 
 
 @pytest.mark.parametrize("hub_flags", [[], ["--hub_model_id", "no-namespace"], ["--hub_model_id", "a/b/c"]])
 def test_push_to_hub_with_a_bad_repo_id_fails_before_training(tmp_path, hub_flags):
     out = tmp_path / "run"
     with pytest.raises(ValueError, match="--hub_model_id"):
-        main(parse_args(tiny_flags(out, "--max_train_steps", "1", "--push_to_hub", *hub_flags)))
+        train_with_flags(tiny_flags(out, "--max_train_steps", "1", "--push_to_hub", *hub_flags))
     assert not out.exists()
 
 
@@ -217,7 +216,7 @@ def test_a_finished_model_is_never_trained_over_without_asking(tmp_path):
     out.mkdir()
     (out / "model_index.json").write_text("{}")
     with pytest.raises(ValueError, match="--output_dir"):
-        main(parse_args(tiny_flags(out, "--max_train_steps", "1")))
+        train_with_flags(tiny_flags(out, "--max_train_steps", "1"))
     assert (out / "model_index.json").read_text() == "{}"
 
 
@@ -227,7 +226,7 @@ def test_sample_grids_default_to_every_training_timestep(tmp_path):
     flags = tiny_flags(out, "--max_train_steps", "1", "--ddpm_num_steps", "4")
     index = flags.index("--ddpm_num_inference_steps")
     del flags[index : index + 2]
-    main(parse_args(flags))
-    saved = json.loads((out / "training_args.json").read_text())
+    train_with_flags(flags)
+    saved = json.loads((out / "run_summary.json").read_text())["config"]
     assert saved["ddpm_num_steps"] == 4 and saved["ddpm_num_inference_steps"] == 4
     assert (out / "sample_grid.png").is_file()

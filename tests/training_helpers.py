@@ -8,6 +8,18 @@ import torch
 from diffusers import UNet2DModel
 from safetensors.torch import load_file
 
+from diffusers_smd.training import UnconditionalTrainingConfig, parse_config, train
+
+
+def parse_flags(flags) -> UnconditionalTrainingConfig:
+    """The training configuration the script builds from ``flags`` (validated)."""
+    return parse_config(UnconditionalTrainingConfig, [str(f) for f in flags])
+
+
+def train_with_flags(flags) -> dict:
+    """Train in this process exactly as ``training/train_smd.py <flags>`` does; return the run summary as a dict."""
+    return train(parse_flags(flags)).to_dict()
+
 
 def tiny_flags(output_dir, *extra: str) -> list[str]:
     """Flags of a tiny, fast run: 8x8 digits, a two-stage UNet with 8/16 channels, 50 diffusion steps."""

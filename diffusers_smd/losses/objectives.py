@@ -10,7 +10,9 @@ x_t and the target use the real t.
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any, ClassVar
 
 import torch
 from diffusers.training_utils import compute_snr
@@ -26,12 +28,15 @@ from .gaussian_steps import (
 )
 
 __all__ = [
+    "OBJECTIVES",
     "OBJECTIVE_NAMES",
+    "BoundObjective",
     "DiffusionObjective",
     "SMDMixtureObjective",
     "SMDObjective",
     "VanillaObjective",
     "build_objective",
+    "check_training_batch",
     "training_timestep_grid",
 ]
 
@@ -66,17 +71,10 @@ def training_timestep_grid(
     return timesteps, previous
 
 
-def _alpha_prod(noise_scheduler: Any, timesteps: torch.Tensor) -> torch.Tensor:
+def _alpha_prod(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     """abar_t for each timestep (float32), with abar = 1 for t < 0 (the data itself)."""
-    alphas_cumprod = noise_scheduler.alphas_cumprod.to(device=timesteps.device, dtype=torch.float32)
     values = alphas_cumprod[timesteps.clamp(min=0)]
     return torch.where(timesteps >= 0, values, torch.ones_like(values))
-
-
-def _condition_timesteps(noise_scheduler: Any, timesteps: torch.Tensor) -> torch.Tensor:
-    if hasattr(noise_scheduler, "condition_timesteps"):
-        return torch.as_tensor(noise_scheduler.condition_timesteps(timesteps), device=timesteps.device)
-    return timesteps
 
 
 def _expand_like(values: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -87,8 +85,147 @@ def _per_example_mean(values: torch.Tensor) -> torch.Tensor:
     return values.reshape(values.shape[0], -1).mean(dim=1)
 
 
+def _check_model_and_scheduler(model: Any, noise_scheduler: Any) -> None:
+    if not callable(model):
+        raise TypeError(f"model must be a callable torch module, got {type(model).__name__}")
+    for attribute in ("alphas_cumprod", "add_noise", "config"):
+        if not hasattr(noise_scheduler, attribute):
+            raise TypeError(
+                f"noise_scheduler must be a DDPM-family diffusers scheduler with `{attribute}` "
+                f"(e.g. DDPMScheduler), got {type(noise_scheduler).__name__}"
+            )
+    prediction_type = noise_scheduler.config.prediction_type
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(
+            f"noise_scheduler.config.prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
+        )
+
+
+def check_training_batch(clean_batch: Any, conditioning: Any) -> None:
+    """Raise unless ``clean_batch`` is a float (B, ...) tensor and ``conditioning`` a dict of extra model arguments.
+
+    Training loops call it once, on their first batch; :meth:`DiffusionObjective.__call__` on every call.
+    """
+    if (
+        not isinstance(clean_batch, torch.Tensor)
+        or clean_batch.ndim < 2
+        or not clean_batch.is_floating_point()
+    ):
+        raise TypeError("clean_batch must be a floating-point tensor of shape (B, ...) with B >= 1")
+    if clean_batch.shape[0] < 1:
+        raise ValueError("clean_batch must hold at least one example")
+    if conditioning is not None:
+        if not isinstance(conditioning, dict):
+            raise TypeError(
+                f"conditioning must be a dict of extra model arguments or None, got {type(conditioning).__name__}"
+            )
+        reserved = sorted(set(conditioning) & set(_RESERVED_CONDITIONING_KEYS))
+        if reserved:
+            raise ValueError(f"conditioning must not contain {reserved}; the objective sets these itself")
+
+
+class BoundObjective:
+    """An objective bound to one model and one noise scheduler: every check and lookup is done once, here.
+
+    Calling it, ``bound(clean_batch, conditioning=None, *, generator=None)``, runs only the loss: the
+    timestep grid, its E-TSDM condition timesteps f(t), abar_t and whether the model takes SMD mixture
+    noise are computed at binding time. Training loops bind once before the first step.
+    """
+
+    def __init__(self, objective: DiffusionObjective, model: Any, noise_scheduler: Any):
+        _check_model_and_scheduler(model, noise_scheduler)
+        objective._check_model(model)
+        self.objective = objective
+        self.model = model
+        self.noise_scheduler = noise_scheduler
+        self.prediction_type = noise_scheduler.config.prediction_type
+        self.timesteps, self.previous = training_timestep_grid(noise_scheduler, objective.num_inference_steps)
+        # E-TSDM: the network is conditioned on f(t); the rule is applied to the whole grid once.
+        condition = getattr(noise_scheduler, "condition_timesteps", None)
+        self.condition_timesteps = (
+            torch.as_tensor(condition(self.timesteps)) if condition is not None else self.timesteps
+        )
+        self.alphas_cumprod = noise_scheduler.alphas_cumprod.to(dtype=torch.float32)
+        self.takes_mixture_noise = accepts_mixture_noise(model)
+        self._devices: dict[torch.device, tuple[torch.Tensor, ...]] = {}
+
+    def _on_device(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        if device not in self._devices:
+            self._devices[device] = (
+                self.timesteps.to(device),
+                self.previous.to(device),
+                self.condition_timesteps.to(device),
+                self.alphas_cumprod.to(device),
+            )
+        return self._devices[device]
+
+    def __call__(
+        self,
+        clean_batch: torch.Tensor,
+        conditioning: dict | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Per-example loss, shape (B,)."""
+        objective = self.objective
+        timesteps_grid, previous_grid, condition_grid, alphas_cumprod = self._on_device(clean_batch.device)
+        generator_device = generator.device if generator is not None else torch.device("cpu")
+        index = torch.randint(
+            0, timesteps_grid.numel(), (clean_batch.shape[0],), generator=generator, device=generator_device
+        ).to(clean_batch.device)
+        timesteps, previous = timesteps_grid[index], previous_grid[index]
+        model_timesteps = condition_grid[index]
+        noise = randn_tensor(
+            clean_batch.shape, generator=generator, device=clean_batch.device, dtype=clean_batch.dtype
+        )
+        noisy = self.noise_scheduler.add_noise(clean_batch, noise, timesteps)
+        mixture_kwargs = (
+            {"generator": generator} if generator is not None and self.takes_mixture_noise else {}
+        )
+        draws = _Draws(timesteps, previous, model_timesteps, noise, noisy, alphas_cumprod, mixture_kwargs)
+        loss = objective._loss(self, clean_batch, conditioning, generator, draws)
+        if objective.snr_gamma is None:
+            return loss
+        return loss * objective._snr_weight(self.noise_scheduler, timesteps).to(loss.dtype)
+
+    # -- pieces the objectives share --------------------------------------------------------------------
+    def predict(self, noisy: torch.Tensor, model_timesteps: torch.Tensor, conditioning, mixture_kwargs):
+        output = self.model(noisy, model_timesteps, **(conditioning or {}), **mixture_kwargs)
+        prediction = output.sample if hasattr(output, "sample") else output[0]
+        if prediction.shape != noisy.shape:
+            raise ValueError(
+                f"the model's output has shape {tuple(prediction.shape)} but the objective needs the shape of "
+                f"the noisy input {tuple(noisy.shape)} (learned-variance outputs are not supported)"
+            )
+        return prediction
+
+    def target(self, clean_batch: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "v_prediction":
+            return self.noise_scheduler.get_velocity(clean_batch, noise, timesteps)
+        return clean_batch
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """What one call drew: timesteps t, previous grid steps s, condition f(t), eps, x_t, abar, SMD kwargs."""
+
+    timesteps: torch.Tensor
+    previous: torch.Tensor
+    model_timesteps: torch.Tensor
+    noise: torch.Tensor
+    noisy: torch.Tensor
+    alphas_cumprod: torch.Tensor
+    mixture_kwargs: dict
+
+
 class DiffusionObjective:
     """Shared steps of every objective: draw t (and the previous grid step), noise, x_t; call the model.
+
+    Class attributes declare what an objective is: ``name`` (its registry key), ``needs_mixture_model``
+    (True: the model must be an SMD model taking ``mixture_noise``) and ``description`` (one line for help
+    texts and model cards).
 
     Args:
         snr_gamma: if set, min-SNR-gamma weighting (Hang et al. 2023) of the per-example loss, computed with
@@ -98,104 +235,28 @@ class DiffusionObjective:
             None draws from all training timesteps.
     """
 
-    name = "base"
+    name: ClassVar[str] = "base"
+    needs_mixture_model: ClassVar[bool] = False
+    description: ClassVar[str] = ""
 
     def __init__(self, snr_gamma: float | None = None, num_inference_steps: int | None = None):
         if snr_gamma is not None and (isinstance(snr_gamma, bool) or not float(snr_gamma) > 0):
             raise ValueError(f"snr_gamma must be None or a positive number, got {snr_gamma!r}")
         if num_inference_steps is not None and (
             isinstance(num_inference_steps, bool)
-            or not isinstance(num_inference_steps, int)
+            or not isinstance(num_inference_steps, Integral)
             or num_inference_steps < 1
         ):
             raise ValueError(f"num_inference_steps must be None or an int >= 1, got {num_inference_steps!r}")
         self.snr_gamma = None if snr_gamma is None else float(snr_gamma)
-        self.num_inference_steps = num_inference_steps
+        self.num_inference_steps = None if num_inference_steps is None else int(num_inference_steps)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(snr_gamma={self.snr_gamma}, num_inference_steps={self.num_inference_steps})"
 
-    # -- checks ---------------------------------------------------------------------------------------
-    def _check_call(self, model: Any, noise_scheduler: Any, clean_batch: Any, conditioning: Any) -> None:
-        if not callable(model):
-            raise TypeError(f"model must be a callable torch module, got {type(model).__name__}")
-        for attribute in ("alphas_cumprod", "add_noise", "config"):
-            if not hasattr(noise_scheduler, attribute):
-                raise TypeError(
-                    f"noise_scheduler must be a DDPM-family diffusers scheduler with `{attribute}` "
-                    f"(e.g. DDPMScheduler), got {type(noise_scheduler).__name__}"
-                )
-        prediction_type = noise_scheduler.config.prediction_type
-        if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(
-                f"noise_scheduler.config.prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
-            )
-        if (
-            not isinstance(clean_batch, torch.Tensor)
-            or clean_batch.ndim < 2
-            or not clean_batch.is_floating_point()
-        ):
-            raise TypeError("clean_batch must be a floating-point tensor of shape (B, ...) with B >= 1")
-        if clean_batch.shape[0] < 1:
-            raise ValueError("clean_batch must hold at least one example")
-        if conditioning is not None:
-            if not isinstance(conditioning, dict):
-                raise TypeError(
-                    f"conditioning must be a dict of extra model arguments or None, got {type(conditioning).__name__}"
-                )
-            reserved = sorted(set(conditioning) & set(_RESERVED_CONDITIONING_KEYS))
-            if reserved:
-                raise ValueError(f"conditioning must not contain {reserved}; the objective sets these itself")
-
-    # -- shared steps ---------------------------------------------------------------------------------
-    def _draw(self, noise_scheduler: Any, clean_batch: torch.Tensor, generator: torch.Generator | None):
-        timesteps_grid, previous_grid = training_timestep_grid(noise_scheduler, self.num_inference_steps)
-        generator_device = generator.device if generator is not None else torch.device("cpu")
-        index = torch.randint(
-            0, timesteps_grid.numel(), (clean_batch.shape[0],), generator=generator, device=generator_device
-        ).cpu()
-        timesteps = timesteps_grid[index].to(clean_batch.device)
-        previous = previous_grid[index].to(clean_batch.device)
-        noise = randn_tensor(
-            clean_batch.shape, generator=generator, device=clean_batch.device, dtype=clean_batch.dtype
-        )
-        noisy = noise_scheduler.add_noise(clean_batch, noise, timesteps)
-        return timesteps, previous, noise, noisy
-
-    def _target(self, noise_scheduler, clean_batch, noise, timesteps) -> torch.Tensor:
-        prediction_type = noise_scheduler.config.prediction_type
-        if prediction_type == "epsilon":
-            return noise
-        if prediction_type == "v_prediction":
-            return noise_scheduler.get_velocity(clean_batch, noise, timesteps)
-        return clean_batch
-
-    def _predict(self, model, noisy, model_timesteps, conditioning, mixture_kwargs) -> torch.Tensor:
-        output = model(noisy, model_timesteps, **(conditioning or {}), **mixture_kwargs)
-        prediction = output.sample if hasattr(output, "sample") else output[0]
-        if prediction.shape != noisy.shape:
-            raise ValueError(
-                f"the model's output has shape {tuple(prediction.shape)} but the objective needs the shape of "
-                f"the noisy input {tuple(noisy.shape)} (learned-variance outputs are not supported)"
-            )
-        return prediction
-
-    def _mixture_kwargs(self, model, generator) -> dict:
-        if generator is not None and accepts_mixture_noise(model):
-            return {"generator": generator}
-        return {}
-
-    def _snr_weight(self, noise_scheduler, timesteps: torch.Tensor) -> torch.Tensor | None:
-        if self.snr_gamma is None:
-            return None
-        snr = compute_snr(noise_scheduler, timesteps)
-        weight = torch.clamp(snr, max=self.snr_gamma)
-        prediction_type = noise_scheduler.config.prediction_type
-        if prediction_type == "epsilon":
-            weight = weight / snr
-        elif prediction_type == "v_prediction":
-            weight = weight / (snr + 1)
-        return weight
+    def bind(self, model: Any, noise_scheduler: Any) -> BoundObjective:
+        """Check ``model`` and ``noise_scheduler`` once and return the fast per-step callable."""
+        return BoundObjective(self, model, noise_scheduler)
 
     def __call__(
         self,
@@ -206,16 +267,31 @@ class DiffusionObjective:
         *,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        self._check_call(model, noise_scheduler, clean_batch, conditioning)
-        timesteps, previous, noise, noisy = self._draw(noise_scheduler, clean_batch, generator)
-        model_timesteps = _condition_timesteps(noise_scheduler, timesteps)
-        loss = self._loss(model, noise_scheduler, clean_batch, conditioning, generator,
-                          timesteps, previous, noise, noisy, model_timesteps)  # fmt: skip
-        weight = self._snr_weight(noise_scheduler, timesteps)
-        return loss if weight is None else loss * weight.to(loss.dtype)
+        """Per-example loss of one batch, shape (B,); checks everything (training loops use :meth:`bind`)."""
+        bound = self.bind(model, noise_scheduler)
+        check_training_batch(clean_batch, conditioning)
+        return bound(clean_batch, conditioning, generator=generator)
 
-    def _loss(self, model, noise_scheduler, clean_batch, conditioning, generator,
-              timesteps, previous, noise, noisy, model_timesteps) -> torch.Tensor:  # fmt: skip
+    def _check_model(self, model: Any) -> None:
+        if self.needs_mixture_model and not accepts_mixture_noise(model):
+            raise TypeError(
+                f"objective {self.name!r} needs an SMD model whose forward accepts `mixture_noise` and "
+                f"`generator` (SMDUNet2DModel, SMDUNet2DConditionModel, SMDVectorModel), got {type(model).__name__}"
+            )
+
+    def _snr_weight(self, noise_scheduler, timesteps: torch.Tensor) -> torch.Tensor:
+        snr = compute_snr(noise_scheduler, timesteps)
+        weight = torch.clamp(snr, max=self.snr_gamma)
+        prediction_type = noise_scheduler.config.prediction_type
+        if prediction_type == "epsilon":
+            weight = weight / snr
+        elif prediction_type == "v_prediction":
+            weight = weight / (snr + 1)
+        return weight
+
+    def _loss(
+        self, bound: BoundObjective, clean_batch, conditioning, generator, draws: _Draws
+    ) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -229,13 +305,13 @@ class VanillaObjective(DiffusionObjective):
     """
 
     name = "vanilla"
+    description = "the standard DDPM objective: MSE between the network's prediction and its target"
 
-    def _loss(self, model, noise_scheduler, clean_batch, conditioning, generator,
-              timesteps, previous, noise, noisy, model_timesteps) -> torch.Tensor:  # fmt: skip
-        prediction = self._predict(
-            model, noisy, model_timesteps, conditioning, self._mixture_kwargs(model, generator)
-        )
-        target = self._target(noise_scheduler, clean_batch, noise, timesteps)
+    def _loss(
+        self, bound: BoundObjective, clean_batch, conditioning, generator, draws: _Draws
+    ) -> torch.Tensor:
+        prediction = bound.predict(draws.noisy, draws.model_timesteps, conditioning, draws.mixture_kwargs)
+        target = bound.target(clean_batch, draws.noise, draws.timesteps)
         return _per_example_mean((prediction.float() - target.float()) ** 2)
 
 
@@ -249,14 +325,8 @@ class SMDObjective(VanillaObjective):
     """
 
     name = "smd"
-
-    def _check_call(self, model, noise_scheduler, clean_batch, conditioning) -> None:
-        super()._check_call(model, noise_scheduler, clean_batch, conditioning)
-        if not accepts_mixture_noise(model):
-            raise TypeError(
-                f"objective {self.name!r} needs an SMD model whose forward accepts `mixture_noise` and "
-                f"`generator` (SMDUNet2DModel, SMDUNet2DConditionModel, SMDVectorModel), got {type(model).__name__}"
-            )
+    needs_mixture_model = True
+    description = "the Soft Mixture Denoising (SMD) objective: the MSE through the mixture identifier, one eta per example"
 
 
 class SMDMixtureObjective(SMDObjective):
@@ -301,6 +371,9 @@ class SMDMixtureObjective(SMDObjective):
     """
 
     name = "smd-mixture"
+    description = (
+        "the K-sample mixture likelihood of each backward step (smd-mixture), whose optimum is a real mixture"
+    )
 
     def __init__(
         self,
@@ -327,8 +400,9 @@ class SMDMixtureObjective(SMDObjective):
             f"posterior_noise={self.posterior_noise})"
         )
 
-    def _loss(self, model, noise_scheduler, clean_batch, conditioning, generator,
-              timesteps, previous, noise, noisy, model_timesteps) -> torch.Tensor:  # fmt: skip
+    def _loss(
+        self, bound: BoundObjective, clean_batch, conditioning, generator, draws: _Draws
+    ) -> torch.Tensor:
         k, batch = self.num_mixture_samples, clean_batch.shape[0]
         repeated_conditioning = {
             key: torch.cat([value] * k)
@@ -336,16 +410,18 @@ class SMDMixtureObjective(SMDObjective):
             else value
             for key, value in (conditioning or {}).items()
         }
-        predictions = self._predict(
-            model, torch.cat([noisy] * k), torch.cat([model_timesteps.reshape(-1).expand(batch)] * k),
-            repeated_conditioning, self._mixture_kwargs(model, generator),
+        predictions = bound.predict(
+            torch.cat([draws.noisy] * k), torch.cat([draws.model_timesteps.reshape(-1).expand(batch)] * k),
+            repeated_conditioning, draws.mixture_kwargs,
         ).float().reshape(k, *clean_batch.shape)  # fmt: skip
 
-        prediction_type = noise_scheduler.config.prediction_type
-        alpha_prod_t = _expand_like(_alpha_prod(noise_scheduler, timesteps), clean_batch)
-        alpha_prod_prev = _expand_like(_alpha_prod(noise_scheduler, previous), clean_batch)
+        prediction_type = bound.prediction_type
+        alpha_prod_t = _expand_like(_alpha_prod(draws.alphas_cumprod, draws.timesteps), clean_batch)
+        alpha_prod_prev = _expand_like(_alpha_prod(draws.alphas_cumprod, draws.previous), clean_batch)
         coef_x0, _, variance = gaussian_posterior_coefficients(alpha_prod_t, alpha_prod_prev)
-        original = original_sample_from_prediction(predictions, noisy.float(), alpha_prod_t, prediction_type)
+        original = original_sample_from_prediction(
+            predictions, draws.noisy.float(), alpha_prod_t, prediction_type
+        )
         if self.posterior_noise:
             posterior_noise = randn_tensor(
                 clean_batch.shape, generator=generator, device=clean_batch.device, dtype=torch.float32
@@ -364,19 +440,24 @@ class SMDMixtureObjective(SMDObjective):
         return (scaled_mixture_nll(residual_sq_norms, variance_b) - baseline) / scale
 
 
-OBJECTIVE_NAMES = ("vanilla", "smd", "smd-mixture")
-_OBJECTIVES = {"vanilla": VanillaObjective, "smd": SMDObjective, "smd-mixture": SMDMixtureObjective}
+#: The objective registry: name -> class. The ONE list of objective names; the CLI's choices, the training
+#: configuration and the model card read it from here.
+OBJECTIVES: dict[str, type[DiffusionObjective]] = {
+    cls.name: cls for cls in (VanillaObjective, SMDObjective, SMDMixtureObjective)
+}
+OBJECTIVE_NAMES: tuple[str, ...] = tuple(OBJECTIVES)
 
 
 def build_objective(name: str, **kwargs: Any) -> DiffusionObjective:
-    """The objective called ``name`` ("vanilla", "smd" or "smd-mixture"), built with ``kwargs``.
+    """The objective called ``name`` (one of :data:`OBJECTIVE_NAMES`), built with ``kwargs``.
 
     kwargs: ``snr_gamma`` and ``num_inference_steps`` (all three); ``num_mixture_samples`` (smd-mixture,
-    default 4) and ``posterior_noise`` (smd-mixture, default True). Unknown names raise ValueError; arguments an objective does not take raise TypeError.
+    default 4) and ``posterior_noise`` (smd-mixture, default True). Unknown names raise ValueError; arguments an
+    objective does not take raise TypeError.
     """
-    if name not in _OBJECTIVES:
+    if name not in OBJECTIVES:
         raise ValueError(f"objective name must be one of {OBJECTIVE_NAMES}, got {name!r}")
-    objective_class = _OBJECTIVES[name]
+    objective_class = OBJECTIVES[name]
     accepted = set(inspect.signature(objective_class.__init__).parameters) - {"self"}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:

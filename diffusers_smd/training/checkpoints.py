@@ -11,13 +11,15 @@ folder is always complete, and an interrupted write leaves only a temporary fold
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 
+from ..atomic import read_json, write_json
+
 __all__ = [
     "CHECKPOINT_PREFIX",
+    "RUN_STATE_FILE",
     "TEMPORARY_PREFIX",
     "checkpoint_step",
     "list_checkpoints",
@@ -29,6 +31,7 @@ __all__ = [
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TEMPORARY_PREFIX = ".tmp-checkpoint-"
+RUN_STATE_FILE = "run_state.json"
 _CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 
 
@@ -43,15 +46,16 @@ def checkpoint_step(path: str) -> int:
 def list_checkpoints(output_dir: str) -> list[str]:
     """Complete checkpoint folders in ``output_dir``, oldest (lowest step) first.
 
-    Only folders named exactly ``checkpoint-<step>`` count; temporary folders of an
-    interrupted save are ignored.
+    Only folders named exactly ``checkpoint-<step>`` that hold their ``run_state.json`` (written last,
+    inside the temporary folder, before the rename) count; temporary folders of an interrupted save and
+    empty or hand-made folders are ignored.
     """
     if not os.path.isdir(output_dir):
         return []
     found = []
     for name in os.listdir(output_dir):
         match = _CHECKPOINT_NAME.match(name)
-        if match and os.path.isdir(os.path.join(output_dir, name)):
+        if match and os.path.isfile(os.path.join(output_dir, name, RUN_STATE_FILE)):
             found.append((int(match.group(1)), os.path.join(output_dir, name)))
     return [path for _, path in sorted(found)]
 
@@ -73,6 +77,11 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | None, output_dir: st
         os.path.join(output_dir, os.path.basename(resume_from_checkpoint)),
     ):
         if os.path.isdir(candidate) and _CHECKPOINT_NAME.match(os.path.basename(os.path.normpath(candidate))):
+            if not os.path.isfile(os.path.join(candidate, RUN_STATE_FILE)):
+                raise ValueError(
+                    f"--resume_from_checkpoint {resume_from_checkpoint!r}: {candidate} is incomplete (no "
+                    f"{RUN_STATE_FILE}); its save was interrupted. Use an earlier checkpoint or 'latest'"
+                )
             return candidate
     raise ValueError(
         f"--resume_from_checkpoint {resume_from_checkpoint!r} points to no checkpoint folder "
@@ -94,16 +103,12 @@ def prune_checkpoints(output_dir: str, total_limit: int | None) -> list[str]:
     return removed
 
 
-RUN_STATE_FILE = "run_state.json"
-
-
 def read_run_state(checkpoint: str) -> dict:
     """The small JSON record :func:`save_checkpoint` stored next to the accelerate state (empty if none)."""
     path = os.path.join(checkpoint, RUN_STATE_FILE)
     if not os.path.isfile(path):
         return {}
-    with open(path) as handle:
-        return json.load(handle)
+    return read_json(path)
 
 
 def save_checkpoint(
@@ -126,8 +131,7 @@ def save_checkpoint(
     accelerator.save_state(temporary)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        with open(os.path.join(temporary, RUN_STATE_FILE), "w") as handle:
-            json.dump({"global_step": step, **(run_state or {})}, handle, indent=2, sort_keys=True)
+        write_json(os.path.join(temporary, RUN_STATE_FILE), {"global_step": step, **(run_state or {})})
         if os.path.exists(final):
             stale = os.path.join(output_dir, f"{TEMPORARY_PREFIX}{step}-replaced")
             shutil.rmtree(stale, ignore_errors=True)
