@@ -25,17 +25,18 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 from diffusers import DDPMScheduler
-from diffusers.optimization import get_scheduler
 
-from diffusers_smd import SMDVectorModel, build_objective
+from diffusers_smd import SMDVectorModel, SMDVectorPipeline
+from diffusers_smd.sampling import sample_batches
+from diffusers_smd.training import InMemoryTask, TrainingConfig, train
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-# benchmark label -> (build_objective name, kwargs); the last one is an ablation, run with --objectives
+# benchmark label -> (objective name, training settings); the last one is an ablation, run with --objectives
 OBJECTIVE_VARIANTS = {
     "vanilla": ("vanilla", {}),
     "smd": ("smd", {}),
     "smd-mixture": ("smd-mixture", {}),
-    "smd-mixture-no-xi": ("smd-mixture", {"posterior_noise": False}),
+    "smd-mixture-no-xi": ("smd-mixture", {"smd_mixture_mean_posterior": True}),
 }
 OBJECTIVES = ("vanilla", "smd", "smd-mixture")
 GRID_SIZE, GRID_SPACING, MODE_STD = 7, 0.5, 0.05
@@ -101,47 +102,60 @@ def model_configs(hidden_dim: int) -> dict[str, dict]:
 
 
 def train_and_sample(job: dict) -> dict:
-    """Benchmark-local training loop: Adam + cosine LR + grad clip; the loss comes from build_objective."""
+    """Train with the package's training engine (in-memory task), sample with SMDVectorPipeline."""
+    import tempfile
+
     torch.set_num_threads(1)
     torch.manual_seed(job["seed"])
     generator = torch.Generator().manual_seed(job["seed"])
     scheduler = make_scheduler(job["num_steps"])
     model = SMDVectorModel(**job["config"])
-    name, kwargs = OBJECTIVE_VARIANTS[job["objective"]]
-    objective = build_objective(name, **kwargs)
-    optimizer = torch.optim.Adam(model.parameters(), lr=job["lr"], betas=(0.9, 0.99), foreach=True)
-    lr_schedule = get_scheduler(
-        "cosine", optimizer, num_warmup_steps=job["train_steps"] // 20, num_training_steps=job["train_steps"]
+    name, options = OBJECTIVE_VARIANTS[job["objective"]]
+    data = exact_samples(job["train_steps"] * job["batch_size"], generator)  # fresh samples for every step
+    with tempfile.TemporaryDirectory(prefix="toy-") as output_dir:
+        config = TrainingConfig(
+            objective=name,
+            **options,
+            train_batch_size=job["batch_size"],
+            max_train_steps=job["train_steps"],
+            learning_rate=job["lr"],
+            lr_scheduler="cosine",
+            lr_warmup_steps=job["train_steps"] // 20,
+            adam_beta1=0.9,
+            adam_beta2=0.99,
+            adam_weight_decay=0.0,
+            checkpointing_steps=10**9,
+            output_dir=output_dir,
+            seed=job["seed"],
+        )
+        start = time.perf_counter()
+        task = InMemoryTask(
+            config,
+            model,
+            scheduler,
+            data,
+            dataset_name="7x7 grid of Gaussians",
+            pipeline_class=SMDVectorPipeline,
+        )
+        summary = train(config, task)
+        train_seconds = time.perf_counter() - start
+        pipeline = SMDVectorPipeline.from_pretrained(output_dir)
+    pipeline.set_progress_bar_config(disable=True)
+    samples = torch.from_numpy(
+        sample_batches(
+            pipeline, job["num_samples"], job["num_steps"], seed=job["seed"], batch_size=job["num_samples"]
+        )
     )
-    start = time.perf_counter()
-    for _ in range(job["train_steps"]):
-        loss = objective(
-            model, scheduler, exact_samples(job["batch_size"], generator), generator=generator
-        ).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
-    train_seconds = time.perf_counter() - start
-
-    model.eval()
-    scheduler.set_timesteps(job["num_steps"])
-    sample = torch.randn(job["num_samples"], 2, generator=generator)
-    with torch.no_grad():
-        for t in scheduler.timesteps:
-            output = model(sample, t, generator=generator).sample  # a fresh eta every step (SMD models)
-            sample = scheduler.step(output, t, sample, generator=generator).prev_sample
     reference = exact_samples(job["num_samples"], torch.Generator().manual_seed(10_000 + job["seed"]))
-    within, modes = mode_statistics(sample)
+    within, modes = mode_statistics(samples)
     return {
         **{key: job[key] for key in ("objective", "num_steps", "seed")},
-        "sliced_w2": sliced_wasserstein2(sample, reference),
+        "sliced_w2": sliced_wasserstein2(samples, reference),
         "within_3_sigma": within,
         "modes_hit": modes,
-        "final_loss": loss.item(),
+        "final_loss": summary.final_loss,
         "train_seconds": train_seconds,
-        "samples": sample.tolist() if job["seed"] == job["plot_seed"] else None,
+        "samples": samples.tolist() if job["seed"] == job["plot_seed"] else None,
     }
 
 
@@ -272,9 +286,10 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "smd_mixture_toy",
         "setup": {
             "data": f"{GRID_SIZE}x{GRID_SIZE} grid of 2-D Gaussians, spacing {GRID_SPACING}, std {MODE_STD}, equal weights",
-            "training": "num_train_timesteps = number of sampling steps, squaredcos_cap_v2 betas, v_prediction, "
-            "Adam (0.9, 0.99) with cosine LR and warm-up, grad clip 1.0, fresh exact samples each step",
-            "sampling": "ancestral DDPMScheduler on the same n steps, fresh eta every step",
+            "training": "the package's training engine (InMemoryTask): num_train_timesteps = number of sampling "
+            "steps, squaredcos_cap_v2 betas, v_prediction, AdamW (0.9, 0.99, no weight decay) with cosine LR and "
+            "warm-up, grad clip 1.0, fresh exact samples for every step",
+            "sampling": "SMDVectorPipeline with the ancestral DDPMScheduler on the same n steps, fresh eta every step",
             "smd-mixture": "num_mixture_samples = 4",
             "objective_variants": {name: OBJECTIVE_VARIANTS[name] for name in objectives},
             **{k: v for k, v in vars(args).items() if k not in ("output_stem", "output_dir")},

@@ -1,10 +1,10 @@
-"""Training step time: smd / vanilla and smd-mixture / vanilla with the same UNet, in one run.
+"""Training step time: smd / vanilla and smd-mixture / vanilla, each a step of the package's training engine.
 
-One "step" is what the training loop does per optimisation step: the objective's forward
-(diffusers_smd.losses.build_objective), backward, gradient clipping and an AdamW update. The three
-objectives share one UNet2DModel configuration (SMD wraps it with the identifier and hypernetworks);
-their steps are timed in interleaved rounds so machine load affects them alike, and the ratio of
-medians is reported. Writes benchmarks/results/train_step.json (or --output).
+One "step" is :meth:`diffusers_smd.training.Trainer.step`, the engine's optimisation step: the objective
+(bound once), backward through accelerate, gradient clipping, AdamW and the learning-rate schedule. The three
+objectives share one UNet2DModel configuration (SMD wraps it with the identifier and hypernetworks) and one
+fixed batch; their steps are timed in interleaved rounds so machine load affects them alike, and the ratio
+of medians is reported. Writes benchmarks/results/train_step.json (or --output).
 
     python benchmarks/bench_train_step.py            # full run (digits-like 16x16, batch 64)
     python benchmarks/bench_train_step.py --quick    # seconds-long smoke run
@@ -19,6 +19,7 @@ import pathlib
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
@@ -26,29 +27,58 @@ from diffusers import DDPMScheduler, UNet2DModel
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from diffusers_smd.losses import build_objective  # noqa: E402
+from diffusers_smd.losses import OBJECTIVE_NAMES, OBJECTIVES  # noqa: E402
 from diffusers_smd.models import SMDUNet2DModel  # noqa: E402
+from diffusers_smd.training import InMemoryTask, Trainer, TrainingConfig  # noqa: E402
 
 TARGET_SMD_RATIO = 1.25
 
 
-def build(objective: str, unet_config: dict, latent_dim: int, mixture_samples: int, seed: int):
-    torch.manual_seed(seed)
+def build_trainer(objective: str, unet_config: dict, batch: torch.Tensor, args, output_dir: str) -> Trainer:
+    """An engine Trainer for ``objective`` on the fixed ``batch`` (same UNet initialisation for every objective)."""
+    torch.manual_seed(0)
     unet = UNet2DModel.from_config(unet_config)
-    model = unet if objective == "vanilla" else SMDUNet2DModel.from_unet(unet, latent_dim=latent_dim)
-    kwargs = {"num_mixture_samples": mixture_samples} if objective == "smd-mixture" else {}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    return model, build_objective(objective, **kwargs), optimizer
+    needs_smd = OBJECTIVES[objective].needs_mixture_model
+    model = SMDUNet2DModel.from_unet(unet, latent_dim=args.latent_dim) if needs_smd else unet
+    config = TrainingConfig(
+        objective=objective,
+        smd_mixture_samples=args.mixture_samples,
+        train_batch_size=len(batch),
+        learning_rate=1e-4,
+        lr_scheduler="constant",
+        lr_warmup_steps=0,
+        max_train_steps=1,
+        checkpointing_steps=10**9,
+        output_dir=os.path.join(output_dir, objective),
+        seed=0,
+    )
+    return Trainer(config, InMemoryTask(config, model, DDPMScheduler(num_train_timesteps=1000), batch))
 
 
-def train_step(model, objective, optimizer, scheduler, batch) -> float:
-    started = time.perf_counter()
-    loss = objective(model, scheduler, batch).mean()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter() - started
+def time_steps(trainers: dict[str, Trainer], batch: torch.Tensor, rounds: int, warmup: int = 2) -> dict:
+    """Seconds of each engine step, per objective, in interleaved rounds (the first ``warmup`` are dropped)."""
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for round_index in range(rounds + warmup):
+        for name, trainer in trainers.items():
+            started = time.perf_counter()
+            trainer.step({"input": batch})
+            elapsed = time.perf_counter() - started
+            if round_index >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
+def summarise(times: dict[str, list[float]], target: float = TARGET_SMD_RATIO) -> dict:
+    """Medians and the ratios smd / vanilla and smd-mixture / vanilla, with the verdict against ``target``."""
+    median = {name: statistics.median(values) for name, values in times.items()}
+    ratio_smd = median["smd"] / median["vanilla"]
+    return {
+        "median_step_seconds": median,
+        "ratio_smd_over_vanilla": ratio_smd,
+        "ratio_smd_mixture_over_vanilla": median["smd-mixture"] / median["vanilla"],
+        "target_smd_over_vanilla": target,
+        "meets_target": ratio_smd <= target,
+    }
 
 
 def main(argv=None) -> dict:
@@ -92,25 +122,18 @@ def main(argv=None) -> dict:
         "up_block_types": ("UpBlock2D",) * len(widths),
         "norm_num_groups": 8,
     }
-    scheduler = DDPMScheduler(num_train_timesteps=1000)
-    batch = (
-        torch.rand(
-            args.batch_size, 1, args.resolution, args.resolution, generator=torch.Generator().manual_seed(0)
-        )
-        * 2
-        - 1
+    batch = torch.rand(
+        args.batch_size, 1, args.resolution, args.resolution, generator=torch.Generator().manual_seed(0)
     )
-    names = ("vanilla", "smd", "smd-mixture")
-    runs = {name: build(name, unet_config, args.latent_dim, args.mixture_samples, seed=0) for name in names}
-    times = {name: [] for name in names}
-    for round_index in range(args.rounds + 2):
-        for name in names:
-            elapsed = train_step(*runs[name], scheduler, batch)
-            if round_index >= 2:
-                times[name].append(elapsed)
-    median = {name: statistics.median(values) for name, values in times.items()}
+    batch = batch * 2 - 1
+    with tempfile.TemporaryDirectory(prefix="bench-train-step-") as output_dir:
+        trainers = {
+            name: build_trainer(name, unet_config, batch, args, output_dir) for name in OBJECTIVE_NAMES
+        }
+        times = time_steps(trainers, batch, args.rounds)
+        parameters = {name: sum(p.numel() for p in t.unwrapped.parameters()) for name, t in trainers.items()}
     result = {
-        "benchmark": "training step time (objective forward + backward + clip + AdamW), same UNet, same run",
+        "benchmark": "training step time (Trainer.step: objective + backward + clip + AdamW + LR), same UNet, same run",
         "config": {
             "resolution": args.resolution,
             "batch_size": args.batch_size,
@@ -123,20 +146,16 @@ def main(argv=None) -> dict:
             "torch_threads": torch.get_num_threads(),
             "quick": args.quick,
         },
-        "parameters": {name: sum(p.numel() for p in runs[name][0].parameters()) for name in names},
-        "median_step_seconds": median,
-        "ratio_smd_over_vanilla": median["smd"] / median["vanilla"],
-        "ratio_smd_mixture_over_vanilla": median["smd-mixture"] / median["vanilla"],
-        "target_smd_over_vanilla": TARGET_SMD_RATIO,
-        "meets_target": median["smd"] / median["vanilla"] <= TARGET_SMD_RATIO,
+        "parameters": parameters,
+        **summarise(times),
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "cpu_count": os.cpu_count()},
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as handle:
         json.dump(result, handle, indent=2)
         handle.write("\n")
-    for name in names:
-        print(f"{name:12s} median step {median[name] * 1000:8.1f} ms")
+    for name, seconds in result["median_step_seconds"].items():
+        print(f"{name:12s} median step {seconds * 1000:8.1f} ms")
     print(f"smd / vanilla         = {result['ratio_smd_over_vanilla']:.3f} (target <= {TARGET_SMD_RATIO})")
     print(f"smd-mixture / vanilla = {result['ratio_smd_mixture_over_vanilla']:.3f}")
     print(f"wrote {args.output}")

@@ -234,12 +234,13 @@ def load_training_images(
     cache_dir: str | None = None,
     image_column: str | None = None,
     augmentation_seed: int = 0,
+    max_samples: int | None = None,
 ) -> TrainingImages:
     """Load the training images from the source the flags name (see the module docstring).
 
     ``num_channels`` None means: 1 for the digits, otherwise 1 if the first image is
     greyscale and 3 if not. Raises ValueError naming the flag when the source does not exist,
-    cannot be read, or holds no images.
+    cannot be read, or holds no images. ``max_samples`` keeps only the first that many images.
     """
     if not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"--resolution must be a positive integer, got {resolution!r}")
@@ -248,7 +249,7 @@ def load_training_images(
     if dataset_name is not None and train_data_dir is not None:
         raise ValueError("give either --dataset_name or --train_data_dir, not both")
     if train_data_dir is None and dataset_name in (None, BUILTIN_DIGITS):
-        images = _load_digits(resolution, num_channels)
+        images = _load_digits(resolution, num_channels)[:max_samples]
         return TrainingImages(
             images,
             resolution,
@@ -263,6 +264,8 @@ def load_training_images(
     flag = "--train_data_dir" if train_data_dir is not None else "--dataset_name"
     if len(dataset) == 0:
         raise ValueError(f"{flag}: the data set holds no images")
+    if max_samples is not None:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
     column = find_image_column(dataset.column_names, getattr(dataset, "features", None), image_column)
     if num_channels is None:
         first = dataset[0][column]

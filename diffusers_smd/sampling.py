@@ -35,6 +35,7 @@ __all__ = [
     "image_grid",
     "make_scheduler",
     "max_inference_steps",
+    "sample_batches",
     "save_grid",
     "scheduler_choices",
     "to_uint8",
@@ -213,9 +214,9 @@ def save_grid(images: np.ndarray, path: str, **grid_kwargs: Any) -> None:
     write_bytes(path, buffer.getvalue())
 
 
-def generate(
+def sample_batches(
     pipeline: Any,
-    num_images: int,
+    num_samples: int,
     num_inference_steps: int,
     *,
     seed: int = 0,
@@ -224,16 +225,16 @@ def generate(
     description: str | None = None,
     **call_kwargs: Any,
 ) -> np.ndarray:
-    """``num_images`` images from ``pipeline`` as uint8 NHWC, checked to be finite before they are returned.
+    """``num_samples`` outputs of ``pipeline(..., output_type="np")`` (a float array), checked to be finite.
 
-    Images are drawn in batches of ``batch_size`` through ``pipeline(...)``; batch k uses
-    ``torch.Generator("cpu").manual_seed(seed + k * batch_size)``, so a seed fixes the images whatever the
-    device. ``scheduler`` (optional) replaces the pipeline's scheduler for this call only. Runs under
-    ``torch.random.fork_rng``: the caller's global RNG stream is left as it was (training stays resumable).
+    Samples are drawn in batches of ``batch_size``; batch k uses ``torch.Generator("cpu").manual_seed(seed +
+    k * batch_size)``, so a seed fixes the samples whatever the device. ``scheduler`` (optional) replaces the
+    pipeline's scheduler for this call only. Runs under ``torch.random.fork_rng``: the caller's global RNG
+    stream is left as it was (a training run stays resumable).
 
     Raises:
         ValueError: the scheduler cannot run ``num_inference_steps`` steps (the message names its limit).
-        NonFiniteSamplesError: an image holds NaN or infinite values.
+        NonFiniteSamplesError: a sample holds NaN or infinite values.
     """
     original = pipeline.scheduler
     active = scheduler if scheduler is not None else original
@@ -248,23 +249,29 @@ def generate(
     chunks = []
     try:
         with torch.random.fork_rng(devices=[]):
-            for start in range(0, num_images, batch_size):
+            for start in range(0, num_samples, batch_size):
                 generator = torch.Generator(device="cpu").manual_seed(seed + start)
-                output = pipeline(
-                    batch_size=min(batch_size, num_images - start),
+                (output,) = pipeline(
+                    batch_size=min(batch_size, num_samples - start),
                     num_inference_steps=num_inference_steps,
                     generator=generator,
                     output_type="np",
+                    return_dict=False,
                     **call_kwargs,
                 )
-                chunks.append(np.asarray(output.images))
+                chunks.append(np.asarray(output))
     finally:
         pipeline.scheduler = original
-    images = np.concatenate(chunks)
-    bad = ~np.isfinite(images).reshape(len(images), -1).all(axis=1)
+    samples = np.concatenate(chunks)
+    bad = ~np.isfinite(samples).reshape(len(samples), -1).all(axis=1)
     if bad.any():
         raise NonFiniteSamplesError(
             f"{label} with {num_inference_steps} steps produced NaN or infinite values in {int(bad.sum())} of "
-            f"{len(images)} images; nothing was written"
+            f"{len(samples)} samples; nothing was written"
         )
-    return to_uint8(images)
+    return samples
+
+
+def generate(pipeline: Any, num_images: int, num_inference_steps: int, **kwargs: Any) -> np.ndarray:
+    """``num_images`` images from an image pipeline as uint8 NHWC, through :func:`sample_batches` (same arguments)."""
+    return to_uint8(sample_batches(pipeline, num_images, num_inference_steps, **kwargs))

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from benchmarks.evidence import config as evidence_config
 from benchmarks.evidence import report, store, worker
 from benchmarks.evidence.lipschitz import lipschitz_in_t, noisy_samples
-from benchmarks.evidence.sampling import generate, make_sampling_scheduler
+from diffusers_smd import SMDPipeline
 from diffusers_smd.etsdm import share_timesteps
-from diffusers_smd.schedulers import ETSDMDDIMScheduler, ETSDMDDPMScheduler, ETSDMDPMSolverMultistepScheduler
+from diffusers_smd.sampling import sample_batches
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_CONFIG = REPO / "benchmarks" / "evidence" / "digits_cpu.yaml"
@@ -39,7 +39,7 @@ def test_shipped_configs_validate_and_quick_overlay_merges_deeply():
             ("dpmsolver++", 20), ("ddpm", 1000)} <= cells  # fmt: skip
     gpu = evidence_config.load_config(GPU_CONFIG)
     assert gpu["metric"] == "fid" and gpu["data"]["dataset"] != "digits"
-    assert set(gpu) - {"train_smd_launcher"} == set(full)  # the same settings, other values
+    assert set(gpu) - {"launcher"} == set(full)  # the same settings, other values
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,9 @@ def test_shipped_configs_validate_and_quick_overlay_merges_deeply():
         ({"colour": 1}, "unknown config keys"),
         ({"metric": "psnr"}, "metric must be one of"),
         ({"models": {"etsdm": {"smd": False, "etsdm": True}}}, "vanilla"),
-        ({"training": {"steps": 0}}, "training.steps"),
+        ({"training": {"max_train_steps": 0}}, "training.max_train_steps"),
+        ({"training": {"steps": 10}}, "training: .*steps"),
+        ({"training": {"learning_rate": -1.0}}, "training: --learning_rate"),
         ({"sampling": {"samplers": [{"name": "euler", "steps": [5]}]}}, "sampling.samplers[0].name"),
         ({"sampling": {"samplers": [{"name": "ddim", "steps": [5000]}]}}, "1..noise_schedule"),
         ({"lipschitz": {"t_max": 1000}}, "t_max + dt"),
@@ -130,23 +132,9 @@ def test_lipschitz_with_the_etsdm_condition_is_zero_inside_intervals_and_the_jum
         lipschitz_in_t(predict, clean, noise, alphas_cumprod, [0], 0)
 
 
-# -- samplers -----------------------------------------------------------------------------------------
-def test_sampling_schedulers_follow_the_model_kind():
-    plain = DDPMScheduler(num_train_timesteps=1000)
-    etsdm = ETSDMDDPMScheduler(num_train_timesteps=1000, etsdm_threshold=100, etsdm_intervals=5)
-    for name, plain_class, etsdm_class in (("ddim", DDIMScheduler, ETSDMDDIMScheduler),
-        ("dpmsolver++", DPMSolverMultistepScheduler, ETSDMDPMSolverMultistepScheduler),
-        ("ddpm", DDPMScheduler, ETSDMDDPMScheduler)):  # fmt: skip
-        assert type(make_sampling_scheduler(name, plain, False)) is plain_class
-        built = make_sampling_scheduler(name, etsdm, True)
-        assert type(built) is etsdm_class and built.etsdm_settings == (100, 5)
-    solver = make_sampling_scheduler("dpmsolver++", plain, False)
-    assert solver.config.algorithm_type == "dpmsolver++" and solver.config.solver_order == 2
-    with pytest.raises(ValueError, match="sampler"):
-        make_sampling_scheduler("heun", plain, False)
-
-
+# -- sampling ---------------------------------------------------------------------------------------
 def test_every_model_of_a_seed_starts_from_the_same_noise():
+    """Samples come from SMDPipeline (the package's generation path): x_T depends on the seed only."""
     first_inputs = []
     for block_out_channels in ((8, 16), (16, 16)):
         unet = UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=block_out_channels,
@@ -156,8 +144,10 @@ def test_every_model_of_a_seed_starts_from_the_same_noise():
         unet.conv_in.register_forward_pre_hook(
             lambda module, inputs, seen=seen: seen.append(inputs[0].clone())
         )
-        images = generate(unet, DDIMScheduler(num_train_timesteps=20), 2, 3, seed=4, batch_size=2)
-        assert images.shape == (3, 1, 8, 8) and images.abs().max() <= 1.0
+        pipeline = SMDPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=20))
+        pipeline.set_progress_bar_config(disable=True)
+        images = sample_batches(pipeline, 3, 2, seed=worker.initial_noise_seed(4), batch_size=2)
+        assert images.shape == (3, 8, 8, 1) and images.min() >= 0.0 and images.max() <= 1.0
         first_inputs.append(torch.cat([seen[0], seen[2]]))  # x_T of both chunks
     torch.testing.assert_close(first_inputs[0], first_inputs[1], rtol=0, atol=0)
 
@@ -251,40 +241,44 @@ def test_work_dir_refuses_results_of_other_settings(tmp_path):
     store.check_work_dir_settings(config, work_dir)  # records
     more_workers = evidence_config.deep_merge(config, {"workers": 3, "seeds": [0, 1, 2]})
     store.check_work_dir_settings(more_workers, work_dir)  # execution settings and extra seeds are fine
-    longer = evidence_config.deep_merge(config, {"training": {"steps": 7}})
+    longer = evidence_config.deep_merge(config, {"training": {"max_train_steps": 7}})
     with pytest.raises(ValueError, match=r"changed: \['training'\]"):
         store.check_work_dir_settings(longer, work_dir)
 
 
-def test_train_smd_flags_are_accepted_by_the_training_script(tmp_path):
-    from benchmarks.evidence.script_training import TRAIN_SMD_SCRIPT, train_smd_arguments
-    from diffusers_smd.training_config import parse_args
+def test_models_are_trained_by_the_engine_with_the_configs_settings(tmp_path):
+    from benchmarks.evidence.training import TRAIN_SMD_SCRIPT, training_config
+    from diffusers_smd.training import UnconditionalTrainingConfig, config_to_argv, parse_config
 
     assert TRAIN_SMD_SCRIPT.is_file()
     config = evidence_config.load_config(CPU_CONFIG)
-    (tmp_path / "unet").mkdir()
+    training = config["training"]
     for name, spec in config["models"].items():
-        args = parse_args(train_smd_arguments(config, name, 2, tmp_path / "out", tmp_path / "unet"))
-        assert args.objective == ("smd" if spec["smd"] else "vanilla") and bool(args.etsdm) == spec["etsdm"]
-        training = config["training"]
-        assert (args.seed, args.max_train_steps, args.train_batch_size) == (
+        settings = training_config(config, name, 2, tmp_path / "out", tmp_path / "unet")
+        assert settings.objective == ("smd" if spec["smd"] else "vanilla") and settings.etsdm == spec["etsdm"]
+        assert (settings.seed, settings.max_train_steps, settings.train_batch_size) == (
             2,
-            training["steps"],
-            training["batch_size"],
+            training["max_train_steps"],
+            training["train_batch_size"],
         )
         assert (
-            args.learning_rate == training["learning_rate"]
-            and args.ema_max_decay == training["ema_max_decay"]
+            settings.learning_rate == training["learning_rate"]
+            and settings.ema_max_decay == training["ema_max_decay"]
         )
-        assert args.resolution == config["data"]["resolution"] and args.num_channels == 1 and args.use_ema
-        assert args.resume_from_checkpoint == "latest" and args.dataset_name == "digits"
+        assert (
+            settings.resolution == config["data"]["resolution"]
+            and settings.num_channels == 1
+            and settings.use_ema
+        )
+        assert settings.resume_from_checkpoint == "latest" and settings.dataset_name == "digits"
         if spec["etsdm"]:
-            assert (args.etsdm_threshold, args.etsdm_intervals) == (100, 5)  # the paper's t~ and n
+            assert (settings.etsdm_threshold, settings.etsdm_intervals) == (100, 5)  # the paper's t~ and n
+        # the multi-GPU route runs training/train_smd.py with the same settings as flags
+        assert parse_config(UnconditionalTrainingConfig, config_to_argv(settings)) == settings
     gpu = evidence_config.load_config(GPU_CONFIG)
-    args = parse_args(train_smd_arguments(gpu, "smd_etsdm", 0, tmp_path / "out", tmp_path / "unet"))
-    assert (
-        args.dataset_name == "uoft-cs/cifar10" and args.image_column == "img" and args.smd_latent_dim == 100
-    )
+    settings = training_config(gpu, "smd_etsdm", 0, tmp_path / "out", tmp_path / "unet")
+    assert settings.dataset_name == "uoft-cs/cifar10" and settings.image_column == "img"
+    assert settings.smd_latent_dim == 100
 
 
 def test_readme_tables_match_the_committed_results_json():

@@ -15,7 +15,6 @@ from typing import Any
 __all__ = [
     "SAMPLER_NAMES",
     "METRICS",
-    "TRAINERS",
     "load_config",
     "validate_config",
     "deep_merge",
@@ -30,17 +29,13 @@ METRICS = ("digits", "fid")
 _TOP_KEYS = {
     "data", "metric", "device", "threads_per_worker", "workers", "seeds", "models", "smd_objective",
     "unet", "smd", "noise_schedule", "etsdm", "training", "sampling", "lipschitz", "grids",
-    "output_dir", "work_dir", "quick", "trainer", "train_smd_launcher",
+    "output_dir", "work_dir", "quick", "launcher",
 }  # fmt: skip
-#: "local": the driver's own loop (benchmarks/evidence/training.py); "train_smd": training/train_smd.py.
-TRAINERS = ("local", "train_smd")
 _SECTION_KEYS = {
     "data": {"dataset", "resolution", "channels", "train_split", "heldout_split", "image_column", "data_dir",
              "max_train_images"},
     "noise_schedule": {"num_train_timesteps", "beta_schedule", "prediction_type"},
     "etsdm": {"threshold", "intervals"},
-    "training": {"steps", "batch_size", "learning_rate", "lr_scheduler", "lr_warmup_steps", "ema_max_decay",
-                 "ema_power", "grad_clip", "weight_decay", "checkpointing_steps"},
     "sampling": {"num_samples", "batch_size", "samplers"},
     "lipschitz": {"models", "seeds", "t_max", "dt", "num_samples"},
     "grids": {"cells", "seed", "count"},
@@ -114,7 +109,7 @@ def validate_config(config: dict) -> None:
     unknown = sorted(set(config) - _TOP_KEYS - {"profile", "config_file"})
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; allowed: {sorted(_TOP_KEYS)}")
-    required = _TOP_KEYS - {"quick", "grids", "lipschitz", "smd", "trainer", "train_smd_launcher"}
+    required = _TOP_KEYS - {"quick", "grids", "lipschitz", "smd", "launcher"}
     missing = sorted(k for k in required if k not in config)
     if missing:
         raise ValueError(f"config is missing keys {missing}")
@@ -128,15 +123,11 @@ def validate_config(config: dict) -> None:
         if extra:
             raise ValueError(f"unknown keys {extra} in `{section}`; allowed: {sorted(allowed)}")
 
-    if config.get("trainer", "local") not in TRAINERS:
-        raise ValueError(f"trainer must be one of {TRAINERS}, got {config.get('trainer')!r}")
-    launcher = config.get("train_smd_launcher")
+    launcher = config.get("launcher")
     if launcher is not None and (
         not isinstance(launcher, list) or not all(isinstance(a, str) for a in launcher)
     ):
-        raise ValueError(
-            f"train_smd_launcher must be a list of strings (e.g. [accelerate, launch]), got {launcher!r}"
-        )
+        raise ValueError(f"launcher must be a list of strings (e.g. [accelerate, launch]), got {launcher!r}")
     if config["metric"] not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {config['metric']!r}")
     if config["metric"] == "digits" and config["data"].get("dataset") != "digits":
@@ -177,10 +168,20 @@ def validate_config(config: dict) -> None:
             f"got {schedule.get('prediction_type')!r}"
         )
     training = config["training"]
-    for key in ("steps", "batch_size"):
-        _positive_int(training.get(key), f"training.{key}")
-    if not isinstance(training.get("learning_rate"), (int, float)) or not training["learning_rate"] > 0:
-        raise ValueError(f"training.learning_rate must be > 0, got {training.get('learning_rate')!r}")
+    if not isinstance(training, dict):
+        raise ValueError(
+            "training must be a mapping of training settings (UnconditionalTrainingConfig fields)"
+        )
+    # The training section is the engine's configuration: its own validation names the bad setting.
+    from diffusers_smd.training import UnconditionalTrainingConfig
+
+    try:
+        UnconditionalTrainingConfig(**training).validate()
+    except TypeError as error:
+        raise ValueError(f"training: {error}; use field names of UnconditionalTrainingConfig") from None
+    except ValueError as error:
+        raise ValueError(f"training: {error}") from None
+    _positive_int(training.get("max_train_steps"), "training.max_train_steps")
 
     sampling = config["sampling"]
     _positive_int(sampling.get("num_samples"), "sampling.num_samples")

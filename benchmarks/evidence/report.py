@@ -47,6 +47,8 @@ def aggregate(config: dict, work_dir: Path, wall_clock_seconds: float | None = N
     training, cells, lipschitz = [], [], []
     for unit in units:
         data = json.loads(unit.result_path(work_dir).read_text())
+        if unit.kind == "train":  # the engine's run summary of the model's folder
+            data = {"model": unit.model, "seed": unit.seed, **data}
         {"train": training, "sample": cells, "lipschitz": lipschitz}[unit.kind].append(data)
     metric_key = "fdd" if config["metric"] == "digits" else "fid"
     results = {
@@ -220,7 +222,7 @@ def markdown_tables(results: dict) -> str:
     for model in models:
         runs = [t for t in results["training"] if t["model"] == model]
         lines.append(
-            f"| {model} | {runs[0]['parameters']:,} | {statistics.fmean(t['final_loss'] for t in runs):.4f} | "
+            f"| {model} | {runs[0]['parameter_counts']['total']:,} | {statistics.fmean(t['final_loss'] for t in runs):.4f} | "
             f"{statistics.fmean(t['wall_clock_seconds'] for t in runs):.0f} |"
         )
     if results.get("wall_clock_seconds") is not None:

@@ -188,7 +188,7 @@ def results_defining_settings(config: dict) -> dict:
         "noise_schedule": config["noise_schedule"],
         "etsdm": config["etsdm"],
         "training": config["training"],
-        "trainer": config.get("trainer", "local"),
+        "trainer": "diffusers_smd.training engine",
         "num_samples": config["sampling"]["num_samples"],
         "lipschitz": {key: lipschitz.get(key) for key in ("t_max", "dt", "num_samples")},
         "grid_count": (config.get("grids") or {}).get("count"),

@@ -11,14 +11,14 @@ import numpy as np
 import torch
 
 from diffusers_smd.models import accepts_mixture_noise
+from diffusers_smd.sampling import make_scheduler, sample_batches, to_uint8
 
 from .data import load_split
 from .lipschitz import lipschitz_in_t
-from .sampling import generate, make_sampling_scheduler
 from .store import Unit, next_unit, plan_units, write_json_atomic, write_npy_atomic
 from .training import load_trained, train_unit
 
-__all__ = ["run_unit", "worker_loop", "score_images", "real_data_floor", "to_uint8"]
+__all__ = ["initial_noise_seed", "run_unit", "worker_loop", "score_images", "real_data_floor"]
 
 
 @functools.lru_cache(maxsize=4)
@@ -30,9 +30,9 @@ def _images(config: dict, which: str) -> torch.Tensor:
     return _split(tuple(sorted(config["data"].items())), which)
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[-1, 1] float (N, C, H, W) -> uint8 (N, H, W, C) 0..255."""
-    return ((images.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+def initial_noise_seed(seed: int) -> int:
+    """Seed of the sampling generator for benchmark seed ``seed``: every model of a seed starts from the same x_T."""
+    return 1_000_000 + seed
 
 
 def score_images(config: dict, generated: torch.Tensor) -> dict:
@@ -91,21 +91,23 @@ def _model_folder(work_dir: Path, unit: Unit) -> Path:
 
 
 def _run_sample(config: dict, unit: Unit, work_dir: Path) -> None:
-    model, training_scheduler, summary = load_trained(_model_folder(work_dir, unit), config["device"])
-    scheduler = make_sampling_scheduler(unit.sampler, training_scheduler, summary["etsdm"])
+    pipeline, _ = load_trained(_model_folder(work_dir, unit), config["device"])
+    # E-TSDM models get the E-TSDM variant of the sampler (their scheduler config records the settings)
+    scheduler, resolved = make_scheduler(unit.sampler, pipeline.scheduler.config)
     sampling = config["sampling"]
     started = time.perf_counter()
-    images = generate(
-        model,
-        scheduler,
-        unit.steps,
+    images = sample_batches(
+        pipeline,
         sampling["num_samples"],
-        unit.seed,
-        sampling["batch_size"],
-        config["device"],
+        unit.steps,
+        seed=initial_noise_seed(unit.seed),
+        batch_size=sampling["batch_size"],
+        scheduler=scheduler,
+        description=resolved,
     )
     sampling_seconds = time.perf_counter() - started
-    scores = score_images(config, images)
+    model_range = torch.from_numpy(images).permute(0, 3, 1, 2) * 2.0 - 1.0
+    scores = score_images(config, model_range)
     grids = config.get("grids") or {}
     keep = grids.get("count", 0)
     if keep:
@@ -127,7 +129,8 @@ def _run_sample(config: dict, unit: Unit, work_dir: Path) -> None:
 
 def _run_lipschitz(config: dict, unit: Unit, work_dir: Path) -> None:
     settings = config["lipschitz"]
-    model, training_scheduler, summary = load_trained(_model_folder(work_dir, unit), config["device"])
+    pipeline, summary = load_trained(_model_folder(work_dir, unit), config["device"])
+    model, training_scheduler = pipeline.unet, pipeline.scheduler
     device = torch.device(config["device"])
     clean = _images(config, "heldout")[: settings["num_samples"]].to(device)
     generator = torch.Generator().manual_seed(2_000_000)  # the same x_0, eps and eta for every model
@@ -167,12 +170,8 @@ def _run_lipschitz(config: dict, unit: Unit, work_dir: Path) -> None:
 
 def run_unit(config: dict, unit: Unit, work_dir: Path) -> None:
     """Do ``unit`` and write its result file (atomically)."""
-    if unit.kind == "train" and config.get("trainer", "local") == "train_smd":
-        from .script_training import train_unit_with_script
-
-        train_unit_with_script(config, unit.model, unit.seed, _model_folder(work_dir, unit), work_dir)
-    elif unit.kind == "train":
-        train_unit(config, unit.model, unit.seed, _images(config, "train"), _model_folder(work_dir, unit))
+    if unit.kind == "train":
+        train_unit(config, unit.model, unit.seed, _model_folder(work_dir, unit), work_dir)
     elif unit.kind == "sample":
         _run_sample(config, unit, work_dir)
     elif unit.kind == "lipschitz":

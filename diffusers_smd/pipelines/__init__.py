@@ -2,7 +2,8 @@
 
 from .loading import register_with_diffusers, write_loading_shims
 from .pipeline_smd import SMDPipeline
+from .pipeline_smd_vector import SMDVectorPipeline, VectorPipelineOutput
 
-__all__ = ["SMDPipeline", "write_loading_shims"]
+__all__ = ["SMDPipeline", "SMDVectorPipeline", "VectorPipelineOutput", "write_loading_shims"]
 
-register_with_diffusers(SMDPipeline)
+register_with_diffusers(SMDPipeline, SMDVectorPipeline)

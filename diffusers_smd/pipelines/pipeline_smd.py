@@ -49,16 +49,20 @@ class SMDPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler)
         self.image_processor = VaeImageProcessor(do_resize=False, do_normalize=True)
 
-    @staticmethod
-    def _check_components(unet: Any, scheduler: Any) -> None:
-        names = " or ".join(cls.__name__ for cls in SUPPORTED_UNETS)
+    #: The denoisers this pipeline drives, and the ``output_type`` values it returns.
+    supported_denoisers: tuple[type, ...] = SUPPORTED_UNETS
+    output_types: tuple[str, ...] = OUTPUT_TYPES
+
+    @classmethod
+    def _check_components(cls, unet: Any, scheduler: Any) -> None:
+        names = " or ".join(denoiser.__name__ for denoiser in cls.supported_denoisers)
         if unet is None:
-            raise ValueError(f"`unet` is missing: SMDPipeline needs a denoiser ({names}).")
-        if not isinstance(unet, SUPPORTED_UNETS):
+            raise ValueError(f"`unet` is missing: {cls.__name__} needs a denoiser ({names}).")
+        if not isinstance(unet, cls.supported_denoisers):
             raise ValueError(f"`unet` must be a {names}; got {type(unet).__name__}.")
         if scheduler is None:
             raise ValueError(
-                "`scheduler` is missing: SMDPipeline needs a diffusers scheduler (e.g. DDPMScheduler)."
+                f"`scheduler` is missing: {cls.__name__} needs a diffusers scheduler (e.g. DDPMScheduler)."
             )
         if not isinstance(scheduler, SchedulerMixin):
             raise ValueError(
@@ -124,8 +128,8 @@ class SMDPipeline(DiffusionPipeline):
                 f"`eta` is only used by schedulers whose step takes it (e.g. DDIMScheduler); "
                 f"{type(self.scheduler).__name__} does not. Leave `eta` unset."
             )
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}; got {output_type!r}.")
+        if output_type not in self.output_types:
+            raise ValueError(f"`output_type` must be one of {self.output_types}; got {output_type!r}.")
         unknown = [
             name for name in callback_on_step_end_tensor_inputs if name not in self._callback_tensor_inputs
         ]
@@ -188,6 +192,10 @@ class SMDPipeline(DiffusionPipeline):
         if "generator" in accepted:
             kwargs["generator"] = generator
         return kwargs
+
+    def _postprocess(self, latents: torch.Tensor, output_type: str):
+        """Final samples -> images in [0, 1] (``pil``, ``np`` NHWC or ``pt`` NCHW)."""
+        return self.image_processor.postprocess(latents, output_type=output_type)
 
     @property
     def num_timesteps(self) -> int:
@@ -276,7 +284,7 @@ class SMDPipeline(DiffusionPipeline):
                 ):
                     progress_bar.update()
 
-        images = self.image_processor.postprocess(latents, output_type=output_type)
+        images = self._postprocess(latents, output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)

@@ -11,12 +11,14 @@ configuration (:func:`run_script`).
 from .arguments import config_to_argv, config_to_dict, parse_config
 from .config import TrainingConfig, UnconditionalTrainingConfig
 from .engine import NonFiniteLossError, Trainer, train
+from .memory import InMemoryTask
 from .script import run_script
 from .summary import RunSummary
 from .task import TaskSetup, TrainingTask
 from .unconditional import UnconditionalImageTask
 
 __all__ = [
+    "InMemoryTask",
     "NonFiniteLossError",
     "RunSummary",
     "TaskSetup",

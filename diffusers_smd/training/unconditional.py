@@ -269,6 +269,7 @@ class UnconditionalImageTask(TrainingTask):
                 cache_dir=config.cache_dir,
                 image_column=config.image_column,
                 augmentation_seed=self.seed,
+                max_samples=config.max_train_samples,
             )
         return TaskSetup(
             model=model,
