@@ -381,7 +381,11 @@ class UnconditionalTrainingConfig(TrainingConfig):
     def validate(self) -> None:
         super().validate()
         self._check_positive(
-            "resolution", "layers_per_block", "ddpm_num_steps", "ddpm_num_inference_steps", "max_train_samples"
+            "resolution",
+            "layers_per_block",
+            "ddpm_num_steps",
+            "ddpm_num_inference_steps",
+            "max_train_samples",
         )
         if self.dataset_name is not None and self.train_data_dir is not None:
             raise ValueError("give either --dataset_name or --train_data_dir, not both")
