@@ -19,23 +19,27 @@ __all__ = ["InMemoryTask", "TensorRows"]
 
 
 class TensorRows(torch.utils.data.Dataset):
-    """``{"input": data[i]}`` for each row of a tensor."""
+    """``{"input": data[i], **{name: tensor[i] for each conditioning tensor}}`` for each row."""
 
-    def __init__(self, data: torch.Tensor):
-        self.data = data
+    def __init__(self, data: torch.Tensor, conditioning: dict[str, torch.Tensor] | None = None):
+        self.data, self.conditioning = data, dict(conditioning or {})
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"input": self.data[index]}
+        return {
+            "input": self.data[index],
+            **{name: values[index] for name, values in self.conditioning.items()},
+        }
 
 
 class InMemoryTask(TrainingTask):
     """A model, its noise scheduler and a tensor of training examples, given directly in Python.
 
     The model is trained as given: wrap it for an SMD objective yourself (``SMDUNet2DModel.from_unet``, or an
-    ``SMDVectorModel``). ``pipeline_class`` (e.g. :class:`~diffusers_smd.SMDVectorPipeline`) decides the saved
+    ``SMDVectorModel``). ``conditioning`` holds extra model inputs with one row per example (for a
+    ``UNet2DConditionModel``, ``{"encoder_hidden_states": ...}``). ``pipeline_class`` (e.g. :class:`~diffusers_smd.SMDVectorPipeline`) decides the saved
     output and the sample grids.
     """
 
@@ -66,10 +70,14 @@ class InMemoryTask(TrainingTask):
         return TaskSetup(
             model=self.model,
             noise_scheduler=self.noise_scheduler,
-            dataset=TensorRows(self.data),
+            dataset=TensorRows(self.data, self.conditioning),
             dataset_name=self.dataset_name,
             dataset_kind="memory",
         )
+
+    def batch_inputs(self, batch: dict) -> tuple[torch.Tensor, dict | None]:
+        """The example rows, and the conditioning rows as model keyword arguments (e.g. encoder_hidden_states)."""
+        return batch["input"], {name: batch[name] for name in self.conditioning} or None
 
     def save_final(self, output_dir: str, model: torch.nn.Module, noise_scheduler: Any) -> None:
         scheduler = type(noise_scheduler).from_config(noise_scheduler.config)
