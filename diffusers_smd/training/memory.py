@@ -39,8 +39,8 @@ class InMemoryTask(TrainingTask):
 
     The model is trained as given: wrap it for an SMD objective yourself (``SMDUNet2DModel.from_unet``, or an
     ``SMDVectorModel``). ``conditioning`` holds extra model inputs with one row per example (for a
-    ``UNet2DConditionModel``, ``{"encoder_hidden_states": ...}``). ``pipeline_class`` (e.g. :class:`~diffusers_smd.SMDVectorPipeline`) decides the saved
-    output and the sample grids.
+    ``UNet2DConditionModel``, ``{"encoder_hidden_states": ...}``). ``pipeline_class`` (e.g.
+    :class:`~diffusers_smd.SMDVectorPipeline`) decides the saved output.
     """
 
     name = "in-memory"
@@ -52,6 +52,7 @@ class InMemoryTask(TrainingTask):
         noise_scheduler: Any,
         data: torch.Tensor,
         *,
+        conditioning: dict[str, torch.Tensor] | None = None,
         dataset_name: str = "tensor",
         pipeline_class: type | None = None,
     ):
@@ -60,10 +61,16 @@ class InMemoryTask(TrainingTask):
             not isinstance(data, torch.Tensor)
             or data.ndim < 2
             or not data.is_floating_point()
-            or len(data) == 0
+            or not len(data)
         ):
             raise ValueError("`data` must be a non-empty floating-point tensor (num_examples, ...)")
+        for name, values in (conditioning or {}).items():
+            if not isinstance(values, torch.Tensor) or len(values) != len(data):
+                raise ValueError(
+                    f"conditioning[{name!r}] must be a tensor with one row per example of `data`"
+                )
         self.model, self.noise_scheduler, self.data = model, noise_scheduler, data
+        self.conditioning = dict(conditioning or {})
         self.dataset_name, self.pipeline_class = dataset_name, pipeline_class
 
     def setup(self, accelerator) -> TaskSetup:
