@@ -13,6 +13,7 @@ from benchmarks.evidence import config as evidence_config
 from benchmarks.evidence import report, store, worker
 from benchmarks.evidence.lipschitz import lipschitz_in_t, noisy_samples
 from diffusers_smd import SMDPipeline
+from diffusers_smd.atomic import write_json
 from diffusers_smd.etsdm import share_timesteps
 from diffusers_smd.sampling import sample_batches
 
@@ -164,7 +165,7 @@ def _fake_run_unit(ran):
         for need in unit.needs:
             assert any(u.name == need and store.unit_done(u, work_dir) for u in store.plan_units(config))
         ran.append(unit.name)
-        store.write_json_atomic(unit.result_path(work_dir), {"unit": unit.name})
+        write_json(unit.result_path(work_dir), {"unit": unit.name})
 
     return run_unit
 
@@ -201,24 +202,8 @@ def test_blocked_and_claimed_units_are_not_handed_out(tmp_path):
     assert store.next_unit(units, work_dir) == (train, False)
     assert not store.try_claim(train, work_dir)  # claimed once only
     assert store.next_unit([train], work_dir) == (None, True)
-    store.write_json_atomic(train.result_path(work_dir), {})
+    write_json(train.result_path(work_dir), {})
     assert store.next_unit(units, work_dir)[0] == sample
-
-
-def test_atomic_folder_publication_leaves_nothing_on_failure(tmp_path):
-    final = tmp_path / "models" / "m"
-
-    def failing(folder):
-        (folder / "partial.bin").write_bytes(b"x")
-        raise RuntimeError("killed")
-
-    with pytest.raises(RuntimeError):
-        store.publish_folder_atomic(failing, final)
-    assert not final.exists() and list((tmp_path / "models").iterdir()) == []
-    store.publish_folder_atomic(lambda folder: (folder / "ok.json").write_text("{}"), final)
-    assert (final / "ok.json").is_file()
-    with pytest.raises(FileExistsError):
-        store.publish_folder_atomic(lambda folder: None, final)
 
 
 # -- report -------------------------------------------------------------------------------------------

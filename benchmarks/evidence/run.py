@@ -41,8 +41,8 @@ from benchmarks.evidence.store import (  # noqa: E402
     clear_claims,
     plan_units,
     unit_done,
-    write_json_atomic,
 )
+from diffusers_smd.atomic import write_json  # noqa: E402
 
 RESULTS_NAME = "evidence_results.json"
 
@@ -97,7 +97,7 @@ def _record_invocation(work_dir: Path, seconds: float, units_run: int) -> float:
     history = json.loads(path.read_text()) if path.is_file() else []
     if units_run:
         history.append({"seconds": seconds, "units_run": units_run, "finished_at": time.time()})
-        write_json_atomic(path, history)
+        write_json(path, history, indent=1, sort_keys=False)
     return sum(item["seconds"] for item in history)
 
 
@@ -153,7 +153,7 @@ def main(argv=None) -> None:
 
     results["real_data_floor"] = real_data_floor(config)
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(output_dir / RESULTS_NAME, results)
+    write_json(output_dir / RESULTS_NAME, results, indent=1, sort_keys=False)
     if config.get("lipschitz"):
         plot_lipschitz(results, output_dir / "lipschitz.png")
     if config.get("grids"):

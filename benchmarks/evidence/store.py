@@ -12,21 +12,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from diffusers_smd.atomic import write_json
 
 from .config import sampler_cells
 
 __all__ = [
     "Unit",
     "plan_units",
-    "write_json_atomic",
-    "write_npy_atomic",
-    "publish_folder_atomic",
     "unit_done",
     "try_claim",
     "clear_claims",
@@ -79,45 +74,6 @@ def plan_units(config: dict) -> list[Unit]:
             if model in lipschitz.get("models", []) and seed in lipschitz.get("seeds", []):
                 units.append(Unit("lipschitz", model, seed, needs=needs))
     return units
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON to ``path`` through a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=1)
-        handle.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary readable files
-    os.replace(tmp, path)
-
-
-def write_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """``np.save`` through a temporary file and an atomic rename (load with ``allow_pickle=False``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def publish_folder_atomic(build: Callable[[Path], None], final: Path) -> None:
-    """Run ``build(tmp_folder)`` and rename the folder to ``final`` (which must not exist yet).
-
-    A leftover ``final`` without its completion file (impossible unless renamed by hand) is refused
-    rather than overwritten.
-    """
-    if final.exists():
-        raise FileExistsError(f"{final} exists already; remove it to rebuild it")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
-    try:
-        build(tmp)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def unit_done(unit: Unit, work_dir: Path) -> bool:
@@ -212,4 +168,4 @@ def check_work_dir_settings(config: dict, work_dir: Path) -> None:
                 "work_dir or remove that folder to start over"
             )
     else:
-        write_json_atomic(path, current)
+        write_json(path, current, indent=1, sort_keys=False)

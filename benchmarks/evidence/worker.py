@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffusers_smd.atomic import write_json, write_npy
 from diffusers_smd.models import accepts_mixture_noise
 from diffusers_smd.sampling import make_scheduler, sample_batches, to_uint8
 
 from .data import load_split
 from .lipschitz import lipschitz_in_t
-from .store import Unit, next_unit, plan_units, write_json_atomic, write_npy_atomic
+from .store import Unit, next_unit, plan_units
 from .training import load_trained, train_unit
 
 __all__ = ["initial_noise_seed", "run_unit", "worker_loop", "score_images", "real_data_floor"]
@@ -111,8 +112,8 @@ def _run_sample(config: dict, unit: Unit, work_dir: Path) -> None:
     grids = config.get("grids") or {}
     keep = grids.get("count", 0)
     if keep:
-        write_npy_atomic(unit.result_path(work_dir).with_suffix(".npy"), to_uint8(images[:keep]))
-    write_json_atomic(
+        write_npy(unit.result_path(work_dir).with_suffix(".npy"), to_uint8(images[:keep]))
+    write_json(
         unit.result_path(work_dir),
         {
             "model": unit.model,
@@ -124,6 +125,8 @@ def _run_sample(config: dict, unit: Unit, work_dir: Path) -> None:
             "sampling_seconds": sampling_seconds,
             **scores,
         },
+        indent=1,
+        sort_keys=False,
     )
 
 
@@ -153,7 +156,7 @@ def _run_lipschitz(config: dict, unit: Unit, work_dir: Path) -> None:
         predict, clean, noise, training_scheduler.alphas_cumprod.to(device), timesteps, dt,
         (lambda t: int(condition(t))) if condition is not None else None,
     )  # fmt: skip
-    write_json_atomic(
+    write_json(
         unit.result_path(work_dir),
         {
             "model": unit.model,
@@ -165,6 +168,8 @@ def _run_lipschitz(config: dict, unit: Unit, work_dir: Path) -> None:
             "K": values,
             "seconds": time.perf_counter() - started,
         },
+        indent=1,
+        sort_keys=False,
     )
 
 

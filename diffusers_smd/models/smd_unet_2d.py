@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import torch
 from diffusers import UNet2DModel
-from diffusers.configuration_utils import register_to_config
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from .smd_unet_base import SMDUNetWrapperMixin
@@ -41,26 +37,6 @@ class SMDUNet2DModel(SMDUNetWrapperMixin):
     """
 
     wrapped_class = UNet2DModel
-
-    @register_to_config
-    def __init__(
-        self,
-        unet_config: dict[str, Any] | None = None,
-        latent_dim: int = 100,
-        num_hypernet_layers: int = 2,
-        identifier_block_out_channels: Sequence[int] | None = None,
-        identifier_layers_per_block: int = 1,
-        identifier_norm_num_groups: int | None = None,
-    ):
-        super().__init__()
-        self._build(
-            unet_config,
-            latent_dim,
-            num_hypernet_layers,
-            identifier_block_out_channels,
-            identifier_layers_per_block,
-            identifier_norm_num_groups,
-        )
 
     def forward(
         self,

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from diffusers import ModelMixin
-from diffusers.configuration_utils import ConfigMixin, FrozenDict
+from diffusers.configuration_utils import ConfigMixin, FrozenDict, register_to_config
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
@@ -42,21 +42,24 @@ def _adopting(unet: nn.Module):
 class SMDUNetWrapperMixin(ModelMixin, ConfigMixin):
     """Shared machinery of :class:`SMDUNet2DModel` and :class:`SMDUNet2DConditionModel`.
 
-    Subclasses set ``wrapped_class`` and call :meth:`_build` from their ``@register_to_config`` ``__init__``.
+    Subclasses set ``wrapped_class`` and define ``forward``; the constructor (and so the saved config) is
+    this one. See :class:`SMDUNet2DModel` for the arguments.
     """
 
     wrapped_class: type[ModelMixin]
     _supports_gradient_checkpointing = True
 
-    def _build(
+    @register_to_config
+    def __init__(
         self,
-        unet_config: dict[str, Any] | None,
-        latent_dim: int,
-        num_hypernet_layers: int,
-        identifier_block_out_channels: Sequence[int] | None,
-        identifier_layers_per_block: int,
-        identifier_norm_num_groups: int | None,
-    ) -> None:
+        unet_config: dict[str, Any] | None = None,
+        latent_dim: int = 100,
+        num_hypernet_layers: int = 2,
+        identifier_block_out_channels: Sequence[int] | None = None,
+        identifier_layers_per_block: int = 1,
+        identifier_norm_num_groups: int | None = None,
+    ):
+        super().__init__()
         for name, value in (("latent_dim", latent_dim), ("num_hypernet_layers", num_hypernet_layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
