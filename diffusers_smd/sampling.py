@@ -239,16 +239,16 @@ def sample_batches(
     original = pipeline.scheduler
     active = scheduler if scheduler is not None else original
     label = description or type(active).__name__
-    limit = max_inference_steps(active, num_inference_steps)
-    if limit is not None:
-        raise ValueError(
-            f"--num_inference_steps {num_inference_steps}: {label} cannot run that many steps with this model's "
-            f"{active.config.num_train_timesteps} training timesteps; use at most {limit}"
-        )
-    pipeline.scheduler = active
     chunks = []
-    try:
-        with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]):  # the step-count probe and the pipeline may draw noise
+        limit = max_inference_steps(active, num_inference_steps)
+        if limit is not None:
+            raise ValueError(
+                f"--num_inference_steps {num_inference_steps}: {label} cannot run that many steps with this "
+                f"model's {active.config.num_train_timesteps} training timesteps; use at most {limit}"
+            )
+        pipeline.scheduler = active
+        try:
             for start in range(0, num_samples, batch_size):
                 generator = torch.Generator(device="cpu").manual_seed(seed + start)
                 (output,) = pipeline(
@@ -260,8 +260,8 @@ def sample_batches(
                     **call_kwargs,
                 )
                 chunks.append(np.asarray(output))
-    finally:
-        pipeline.scheduler = original
+        finally:
+            pipeline.scheduler = original
     samples = np.concatenate(chunks)
     bad = ~np.isfinite(samples).reshape(len(samples), -1).all(axis=1)
     if bad.any():

@@ -238,3 +238,24 @@ def test_quickstart_end_to_end_with_few_steps(tmp_path, capsys):
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["objective"] == "smd" and summary["etsdm"]["enabled"] and summary["resolution"] == 16
     assert json.loads((out / "quickstart_timing.json").read_text())["total_seconds"] > 0
+
+
+def test_sample_refuses_a_step_count_the_solver_cannot_run_and_writes_nothing(
+    trained_pipeline, tmp_path, capsys
+):
+    """Issue 17, case 1: 50 DPM-Solver++ steps on a 50-timestep model gave NaN, written as a black PNG."""
+    output = tmp_path / "grid.png"
+    flags = ["--num_images", "2", "--num_inference_steps", "50", "--output", str(output)]
+    assert cli.main(["sample", str(trained_pipeline), *flags]) == 2
+    error = capsys.readouterr().err
+    assert "--num_inference_steps 50" in error and "at most 49" in error
+    assert not output.exists()
+
+
+def test_eval_of_unusable_samples_writes_no_score(trained_pipeline, capsys):
+    """Issue 17, case 2: the black images of case 1 were scored and the score written to eval_results.json."""
+    results = trained_pipeline / "eval_results.json"
+    before = results.read_bytes() if results.exists() else None
+    assert cli.main(["eval", str(trained_pipeline), "--num_images", "20", "--num_inference_steps", "50"]) == 2
+    assert "at most 49" in capsys.readouterr().err
+    assert (results.read_bytes() if results.exists() else None) == before
