@@ -82,25 +82,23 @@ def _files_to_upload(folder: Path, ignore_patterns: Sequence[str]) -> list[str]:
     root, kept = folder.resolve(), []
     for current, dirs, files in os.walk(folder, followlinks=True):
         here = Path(current)
-        for name in [*dirs, *files]:
-            relative = (here / name).relative_to(folder).as_posix()
-            real = (here / name).resolve()
-            if not ignored(relative + "/" * (name in dirs)) and not real.is_relative_to(root):
+        wanted = {n: (here / n).relative_to(folder).as_posix() + "/" * (n in dirs) for n in [*dirs, *files]}
+        wanted = {name: relative for name, relative in wanted.items() if not ignored(relative)}
+        for name, relative in wanted.items():
+            if not (here / name).resolve().is_relative_to(root):
                 raise ValueError(
-                    f"{relative} in the folder to publish is a symbolic link to {real}, outside the folder; "
-                    "replace it by a copy of what it points to, or remove it (nothing was uploaded)"
+                    f"{relative.rstrip('/')} in the folder to publish is a symbolic link to {(here / name).resolve()}, "
+                    "outside the folder; replace it by a copy of what it points to, or remove it (nothing was uploaded)"
                 )
-        # Prune ignored folders and links back to a folder above (a loop).
-        dirs[:] = [d for d in dirs if not ignored((here / d).relative_to(folder).as_posix() + "/")]
-        dirs[:] = [d for d in dirs if not here.resolve().is_relative_to((here / d).resolve())]
-        kept += [(here / f).relative_to(folder).as_posix() for f in files]
-    kept = sorted(name for name in kept if not ignored(name))
+        # Walk the folders not ignored, except a link back to a folder above (a loop).
+        dirs[:] = [d for d in dirs if d in wanted and not here.resolve().is_relative_to((here / d).resolve())]
+        kept += [wanted[name] for name in files if name in wanted]
     if not any(name.endswith(".safetensors") for name in kept):
         raise ValueError(
             f"{folder} holds no weights to upload (no *.safetensors file outside the ignore patterns; pickled "
             "*.bin / *.pt / *.ckpt weights are never uploaded); save the pipeline with save_pretrained first"
         )
-    return kept
+    return sorted(kept)
 
 
 def stage_upload(
@@ -218,14 +216,8 @@ def publish(
     # A dry run stages next to dry_run_dir, so the finished folder is renamed into place (never half written).
     with tempfile.TemporaryDirectory(prefix=".diffusers-smd-publish-", dir=dry and dry.parent) as tmp:
         staging = Path(tmp) / "upload"
-        files = stage_upload(
-            folder,
-            repo_id,
-            staging,
-            ignore_patterns=ignore_patterns,
-            license=license,
-            overwrite_card=overwrite_card,
-        )
+        options = {"ignore_patterns": ignore_patterns, "license": license, "overwrite_card": overwrite_card}
+        files = stage_upload(folder, repo_id, staging, **options)
         _check_no_secret_in_files(staging, secrets)
         if dry is not None:
             if dry.exists():

@@ -79,7 +79,7 @@ def test_every_loading_snippet_runs(tmp_path, monkeypatch):
     assert "import diffusers_smd" in joined and "trust_remote_code=True" in joined
     assert "SMDPipeline.from_pretrained" in joined and "torch_dtype=" in joined
     assert "ETSDMDPMSolverMultistepScheduler.from_config(pipe.scheduler.config)" in joined
-    assert len(blocks) == 4
+    assert len(blocks) == 3  # one per loading path
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for code in blocks:
         assert 'from_pretrained("someone/my-model"' in code
@@ -127,7 +127,8 @@ def test_a_folder_without_run_summary_claims_no_training_facts(tmp_path):
     for row in ("Training steps", "Training objective", "E-TSDM", "Training data"):
         assert f"| {row} |" not in card.text
     assert "```bibtex" not in card.text
-    assert len(python_blocks(card.text)) == 3  # no scheduler advice without the E-TSDM facts
+    assert len(python_blocks(card.text)) == 3  # every loading path...
+    assert "from_config" not in card.text  # ...but no scheduler advice without the E-TSDM facts
 
 
 def test_hub_dataset_and_base_model_become_metadata(tmp_path):
@@ -330,7 +331,7 @@ def test_a_text_to_image_lora_run_is_described_as_one(tmp_path):
     assert "1,600,000 of its 860,000,000 parameters were trained" in card.text
     assert "| Trained parameters | 1,600,000 |" in card.text
     blocks = python_blocks(card.text)
-    assert len(blocks) == 4
+    assert len(blocks) == 3
     for code in blocks:
         compile(code, "<card snippet>", "exec")
         assert 'pipe("a photo of an astronaut riding a horse", num_inference_steps=' in code
