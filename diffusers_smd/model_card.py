@@ -119,12 +119,13 @@ def _describe(saved: SavedPipeline, s: RunSummary | None) -> tuple[str, list[tup
     text += f", on {data}." + (f" Fine-tuned from {base}." if base else "")
     text += f" {trainable:,} of its {total:,} parameters were trained." if lora else ""
     text += " Trained and published with [diffusers-smd](https://pypi.org/project/diffusers-smd/)."
+    split = f" ({counts['unet']:,} in the UNet backbone, {smd:,} in the SMD modules)" if smd else ""
     channels = f", {s.num_channels} channel{'s' * (s.num_channels != 1)}" if s.num_channels else ""
     rows += [
         ("Task", f"`{s.task}`"),
         ("Training objective", f"`{s.objective}`"),
         ("E-TSDM", etsdm if s.uses_etsdm else "not used"),
-        ("Denoiser parameters", total and f"{total:,}" + (smd and f" ({counts['unet']:,} in the UNet backbone, {smd:,} in the SMD modules)" or "")),
+        ("Denoiser parameters", total and f"{total:,}{split}"),
         ("Trained parameters", lora and f"{trainable:,}"),
         ("Noise scheduler", f"`{s.noise_scheduler}`, {s.num_train_timesteps} training timesteps, predicts `{s.prediction_type}`"),
         ("Resolution", s.resolution and f"{s.resolution} x {s.resolution}{channels}"),

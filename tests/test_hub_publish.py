@@ -460,3 +460,8 @@ def test_a_kept_readme_does_not_hide_a_corrupt_run_file(run_folder, tmp_path):
     (run_folder / "eval_results.json").write_text("[1, 2")
     with pytest.raises(ValueError, match="eval_results.json"):
         publish(run_folder, "me/smd-digits", dry_run_dir=tmp_path / "dry")
+
+
+def test_cli_without_repo_id_names_the_flag(run_folder, capsys):
+    assert cli.main(["publish", str(run_folder)]) == 2
+    assert "--repo_id is required" in capsys.readouterr().err
