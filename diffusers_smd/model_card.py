@@ -65,7 +65,9 @@ class SavedPipeline:
         name = name[-1] if isinstance(name, list) else name  # ["diffusers_smd_loader", name]: the shim form
         if not isinstance(name, str):
             raise ValueError(f"{path} names no pipeline class (_class_name); repair or re-save it")
-        entries = [(k, v) for k, v in index.items() if k[0] != "_" and isinstance(v, list) and len(v) == 2]
+        entries = [
+            (k, v) for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and len(v) == 2
+        ]
         ours = isinstance(getattr(diffusers_smd, name, None), type)
         inside = any(str(library).split(".")[0] == PACKAGE for _, (library, _) in entries)
         return cls(name, {k: c for k, (_, c) in entries if isinstance(c, str)}, ours, ours or inside)
