@@ -201,7 +201,7 @@ def fake_hub(**kwargs):
 
 
 # ---------------------------------------------------------------------------------------------
-# A saved run folder to publish: a tiny pipeline plus the run files train_smd.py writes.
+# A saved run folder to publish: a tiny pipeline plus the run files training writes.
 
 
 def make_run_folder(
@@ -213,24 +213,31 @@ def make_run_folder(
     run_summary: bool = True,
     eval_results: bool = True,
     sample_grid: bool = True,
-    training_args: dict | None = None,
-    extra_run_summary: dict | None = None,
+    summary: dict | None = None,
 ):
-    """Save a tiny randomly initialised pipeline to ``path`` with realistic run files, as train_smd.py does.
+    """Save a tiny randomly initialised pipeline to ``path`` with the run files training writes.
 
     An ``SMDPipeline`` whose denoiser is an ``SMDUNet2DModel`` (objective "smd"/"smd-mixture") or a
     plain ``UNet2DModel`` ("vanilla"), with an ``ETSDMDDPMScheduler(etsdm_threshold, etsdm_intervals)``
     when ``etsdm=(threshold, intervals)``, else a ``DDPMScheduler`` (100 training timesteps).
     ``plain_diffusers=True`` saves a stock ``DDPMPipeline`` instead (nothing of diffusers_smd).
-    Also writes ``checkpoint-10/``, ``.tmp-checkpoint-20/`` and ``logs/``, which publishing must leave out.
+    ``run_summary.json`` is a :class:`~diffusers_smd.training.RunSummary` built with the dataclass (its
+    ``config`` from ``UnconditionalTrainingConfig``), so a renamed field breaks this fixture; ``summary``
+    replaces fields. Also writes ``checkpoint-10/``, ``.tmp-checkpoint-20/`` and ``logs/``, which publishing
+    must leave out.
     """
+    import dataclasses
     import pathlib
 
     import torch
     from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
     from PIL import Image
 
+    import diffusers_smd
     from diffusers_smd import ETSDMDDPMScheduler, SMDPipeline, SMDUNet2DModel
+    from diffusers_smd.training import RunSummary, UnconditionalTrainingConfig
+    from diffusers_smd.training.arguments import config_to_dict
+    from diffusers_smd.training.engine import parameter_counts
 
     path = pathlib.Path(path)
     torch.manual_seed(0)
@@ -261,59 +268,54 @@ def make_run_folder(
         pipeline = SMDPipeline(unet=unet, scheduler=scheduler)
     pipeline.save_pretrained(path)
 
-    args = {
-        "objective": objective,
-        "dataset_name": "digits",
-        "train_data_dir": None,
-        "output_dir": str(path),
-        "resolution": 8,
-        "train_batch_size": 16,
-        "learning_rate": 1e-4,
-        "lr_scheduler": "cosine",
-        "max_train_steps": 1234,
-        "num_epochs": 100,
-        "ddpm_num_inference_steps": 50,
-        "smd_latent_dim": 8,
-        "smd_hypernet_layers": 2,
-        "smd_mixture_samples": 4,
-        "use_ema": True,
-        "etsdm": etsdm is not None,
-        "etsdm_threshold": etsdm[0] if etsdm else 10,
-        "etsdm_intervals": etsdm[1] if etsdm else 5,
-        "push_to_hub": True,
-        "hub_model_id": "me/smd-digits",
-        "seed": 0,
-    }
-    args.update(training_args or {})
-    (path / "training_args.json").write_text(json.dumps(args, indent=2))
     if run_summary:
-        # The shape train_smd.py writes (diffusers_smd/training.py).
-        counts = {"total": sum(p.numel() for p in pipeline.unet.parameters())}
-        summary = {
-            "global_step": 1234,
-            "objective": objective,
-            "etsdm": {
+        config = UnconditionalTrainingConfig(
+            objective=objective,
+            output_dir=str(path),
+            resolution=8,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            train_batch_size=16,
+            max_train_steps=1234,
+            ddpm_num_steps=100,
+            ddpm_num_inference_steps=50,
+            smd_latent_dim=8,
+            use_ema=True,
+            etsdm=etsdm is not None,
+            etsdm_threshold=etsdm and etsdm[0],
+            etsdm_intervals=etsdm[1] if etsdm else 5,
+            seed=0,
+        )
+        facts = RunSummary(
+            task="unconditional-image-generation",
+            model_class=type(pipeline.unet).__name__,
+            noise_scheduler=type(pipeline.scheduler).__name__,
+            objective=objective,
+            prediction_type="epsilon",
+            num_train_timesteps=100,
+            dataset="digits",
+            dataset_kind="builtin",
+            dataset_size=1437,
+            global_step=1234,
+            max_train_steps=1234,
+            total_batch_size=16,
+            num_processes=1,
+            use_ema=True,
+            seed=0,
+            wall_clock_seconds=187.2,
+            parameter_counts=parameter_counts(pipeline.unet, list(pipeline.unet.parameters())),
+            etsdm={
                 "enabled": etsdm is not None,
                 "threshold": etsdm and etsdm[0],
                 "intervals": etsdm and etsdm[1],
             },
-            "dataset": "built-in digits (train split, 1437 images)",
-            "resolution": 8,
-            "num_channels": 1,
-            "parameter_counts": counts,
-            "final_loss": 0.04231,
-            "wall_clock_seconds": 187.2,
-            "base_model": None,
-            "num_processes": 1,
-            "total_batch_size": 16,
-            "use_ema": True,
-            "seed": 0,
-            "resumed_from": None,
-            "model_class": type(pipeline.unet).__name__,
-            "noise_scheduler": type(pipeline.scheduler).__name__,
-        }
-        summary.update(extra_run_summary or {})
-        (path / "run_summary.json").write_text(json.dumps(summary, indent=2))
+            resolution=8,
+            num_channels=1,
+            final_loss=0.04231,
+            package_version=diffusers_smd.__version__,
+            config=config_to_dict(config),
+        )
+        dataclasses.replace(facts, **(summary or {})).write(path)
     if eval_results:
         rows = [
             {
@@ -328,6 +330,13 @@ def make_run_folder(
                 "scheduler": "DDIMScheduler",
                 "num_inference_steps": 50,
                 "value": 9.87654,
+                "num_samples": 512,
+            },
+            {  # a list value (the class histogram) has no row in the card's table
+                "metric": "class_histogram",
+                "scheduler": "DDIMScheduler",
+                "num_inference_steps": 50,
+                "value": [0.1] * 10,
                 "num_samples": 512,
             },
         ]

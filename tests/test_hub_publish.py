@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from diffusers_smd.hub import DEFAULT_IGNORE_PATTERNS, PublishError, check_repo_id, publish, publish_main
+from diffusers_smd import cli
+from diffusers_smd.hub import DEFAULT_IGNORE_PATTERNS, PublishError, check_repo_id, publish
 from tests.hub_cache import build_hub_cache
 from tests.hub_http import fake_hub, make_run_folder, snapshot_tree
 
@@ -161,11 +162,18 @@ def test_a_token_written_into_the_folder_blocks_the_upload(run_folder, env_token
 def test_the_token_never_appears_in_output_logs_or_files(run_folder, tmp_path, capsys, caplog):
     caplog.set_level(logging.DEBUG)
     with fake_hub() as hub:
-        assert publish_main([str(run_folder), "--repo-id", "me/smd-digits", "--token", FAKE_TOKEN]) == 0
         assert (
-            publish_main([str(run_folder), "--repo-id", "me/smd-digits", "--dry-run", str(tmp_path / "dry")])
-            == 0
+            cli.main(["publish", str(run_folder), "--repo_id", "me/smd-digits", "--token", FAKE_TOKEN]) == 0
         )
+        dry = [
+            "publish",
+            str(run_folder),
+            "--repo_id",
+            "me/smd-digits",
+            "--dry_run_dir",
+            str(tmp_path / "dry"),
+        ]
+        assert cli.main(dry) == 0
     assert {r.headers.get("authorization") for r in hub.api_requests} == {f"Bearer {FAKE_TOKEN}"}
     assert "visibility" not in hub.created[0]  # without --private the Hub's default visibility applies
     captured = capsys.readouterr()
@@ -185,34 +193,65 @@ def test_readme_in_the_folder_is_kept_unless_overwrite_card(run_folder, tmp_path
     assert ModelCard.load(tmp_path / "new" / "README.md").data.library_name == "diffusers"
 
 
-def test_cli_help_explains_every_flag(capsys):
+NEW_AND_OLD_FLAGS = {
+    "--repo_id": "--repo-id",
+    "--commit_message": "--commit-message",
+    "--dry_run_dir": "--dry-run",
+    "--ignore_pattern": "--ignore-pattern",
+    "--overwrite_card": "--overwrite-card",
+}
+
+
+def test_cli_help_shows_snake_case_flags_and_hides_the_old_spellings(capsys):
     with pytest.raises(SystemExit) as info:
-        publish_main(["--help"])
+        cli.main(["publish", "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for flag in (
-        "--repo-id",
-        "--private",
-        "--commit-message",
-        "--dry-run",
-        "--token",
-        "--ignore-pattern",
-        "--license",
-    ):
+    for flag in (*NEW_AND_OLD_FLAGS, "--private", "--token", "--license"):
         assert flag in out
+    for old in NEW_AND_OLD_FLAGS.values():
+        assert old not in out
     assert "HF_TOKEN" in out
 
 
-def test_cli_bad_repo_id_exits_with_usage_error(run_folder, capsys):
-    with pytest.raises(SystemExit) as info:
-        publish_main([str(run_folder), "--repo-id", "no-namespace"])
-    assert info.value.code == 2
+def test_cli_old_and_new_flag_spellings_do_the_same(run_folder, tmp_path, monkeypatch):
+    from diffusers_smd import hub
+
+    calls, real_publish = [], hub.publish
+    monkeypatch.setattr(
+        hub, "publish", lambda *args, **kwargs: calls.append((args, kwargs)) or real_publish(*args, **kwargs)
+    )
+    (run_folder / "README.md").write_text("# mine\n")
+    (run_folder / "notes.txt").write_text("private notes")
+    for spelling in ("new", "old"):
+        values = {
+            "--repo_id": "me/smd-digits",
+            "--commit_message": "hello",
+            "--dry_run_dir": str(tmp_path / spelling),
+            "--ignore_pattern": "notes.txt",
+        }
+        argv = ["publish", str(run_folder), "--overwrite_card"] + [x for item in values.items() for x in item]
+        if spelling == "old":
+            argv = [NEW_AND_OLD_FLAGS.get(arg, arg) for arg in argv]
+            assert "--repo-id" in argv and "--overwrite-card" in argv and "--repo_id" not in argv
+        assert cli.main(argv) == 0
+    new, old = calls
+    assert new[0] == old[0] == (str(run_folder), "me/smd-digits")
+    assert {**new[1], "dry_run_dir": None} == {**old[1], "dry_run_dir": None}
+    assert new[1]["commit_message"] == "hello" and new[1]["overwrite_card"] is True
+    assert snapshot_tree(tmp_path / "new") == snapshot_tree(tmp_path / "old")
+    assert "notes.txt" not in snapshot_tree(tmp_path / "new")  # the extra ignore pattern applied
+    assert snapshot_tree(tmp_path / "new")["README.md"] != b"# mine\n"  # --overwrite_card applied
+
+
+def test_cli_bad_repo_id_is_one_line_error(run_folder, capsys):
+    assert cli.main(["publish", str(run_folder), "--repo_id", "no-namespace"]) == 2
     assert "namespace/name" in capsys.readouterr().err
 
 
 def test_cli_reports_a_hub_failure_with_exit_status_1(run_folder, capsys, env_token):
     with fake_hub(fail_on="preupload", status=404, error_message="Repository not found"):
-        assert publish_main([str(run_folder), "--repo-id", "me/smd-digits"]) == 1
+        assert cli.main(["publish", str(run_folder), "--repo_id", "me/smd-digits"]) == 1
     err = capsys.readouterr().err
     assert "Repository not found" in err and FAKE_TOKEN not in err
     assert Path(run_folder, "model_index.json").is_file()
@@ -323,9 +362,106 @@ def test_the_diffusers_smd_command_runs_this_publish(run_folder, tmp_path, monke
         return real_publish(*args, **kwargs)
 
     monkeypatch.setattr(hub, "publish", recording_publish)
-    argv = ["publish", str(run_folder), "--repo-id", "me/smd-digits", "--dry-run", str(tmp_path / "cli")]
+    argv = ["publish", str(run_folder), "--repo_id", "me/smd-digits", "--dry_run_dir", str(tmp_path / "cli")]
     assert cli.main(argv) == 0
     assert len(calls) == 1 and calls[0][0][:2] == (str(run_folder), "me/smd-digits")
     direct = real_publish(run_folder, "me/smd-digits", dry_run_dir=tmp_path / "direct")
     assert snapshot_tree(tmp_path / "cli") == snapshot_tree(tmp_path / "direct")
     assert direct.files == tuple(sorted(snapshot_tree(tmp_path / "cli")))
+
+
+# --- refused before anything is uploaded (issue 17) --------------------------------------------------------
+
+
+def publish_both_ways(folder, tmp_path):
+    """Run a dry run and a real upload; return the errors and the fake Hub's requests."""
+    errors = []
+    with fake_hub() as hub:
+        for kwargs in ({"dry_run_dir": tmp_path / "dry"}, {}):
+            with pytest.raises(ValueError) as info:
+                publish(folder, "me/smd-digits", **kwargs)
+            errors.append(str(info.value))
+    assert not (tmp_path / "dry").exists()
+    return errors, hub.api_requests
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_a_link_leading_outside_the_folder_is_refused_and_named(run_folder, tmp_path, env_token, kind):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("private data")
+    link = run_folder / "extra"
+    link.symlink_to(outside / "secret.txt" if kind == "file" else outside)
+    before = snapshot_tree(run_folder)
+    errors, requests = publish_both_ways(run_folder, tmp_path)
+    for error in errors:
+        assert "extra" in error and "symbolic link" in error and str(outside) in error
+    assert requests == []
+    assert snapshot_tree(run_folder) == before
+
+
+def test_links_inside_the_folder_upload_what_they_point_to(run_folder, tmp_path):
+    (run_folder / "grid-link.png").symlink_to("sample_grid.png")
+    (run_folder / "unet-link").symlink_to("unet", target_is_directory=True)
+    (run_folder / "unet" / "loop").symlink_to("..", target_is_directory=True)  # a loop is walked once
+    result = publish(run_folder, "me/smd-digits", dry_run_dir=tmp_path / "dry")
+    staged = snapshot_tree(tmp_path / "dry")
+    assert staged["grid-link.png"] == (run_folder / "sample_grid.png").read_bytes()
+    weights = "diffusion_pytorch_model.safetensors"
+    assert staged[f"unet-link/{weights}"] == (run_folder / "unet" / weights).read_bytes()
+    assert not any(name.startswith("unet/loop/") for name in result.files)
+    assert not any(p.is_symlink() for p in (tmp_path / "dry").rglob("*"))
+
+
+def test_an_ignored_link_leading_outside_is_left_out_quietly(run_folder, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "events").write_text("log")
+    (run_folder / "logs" / "run2").symlink_to(outside)  # logs/* is never uploaded
+    result = publish(run_folder, "me/smd-digits", dry_run_dir=tmp_path / "dry")
+    assert not any(name.startswith("logs/") for name in result.files)
+
+
+@pytest.mark.parametrize("how", ["removed", "pickled only", "ignored"])
+def test_a_folder_without_weights_is_refused(run_folder, tmp_path, env_token, how):
+    weights = run_folder / "unet" / "diffusion_pytorch_model.safetensors"
+    if how == "pickled only":
+        weights.rename(weights.with_suffix(".bin"))
+    elif how == "removed":
+        weights.unlink()
+    if how == "ignored":
+        with pytest.raises(ValueError, match=r"no weights.*safetensors"):
+            publish(
+                run_folder, "me/smd-digits", dry_run_dir=tmp_path / "dry", ignore_patterns=["*.safetensors"]
+            )
+        return
+    errors, requests = publish_both_ways(run_folder, tmp_path)
+    for error in errors:
+        assert "no weights" in error and "*.safetensors" in error and str(run_folder) in error
+    assert requests == []
+
+
+@pytest.mark.parametrize("name", ["eval_results.json", "model_index.json", "run_summary.json"])
+def test_a_corrupt_json_file_is_named(run_folder, tmp_path, env_token, capsys, name):
+    (run_folder / name).write_text('{"truncated": ')
+    errors, requests = publish_both_ways(run_folder, tmp_path)
+    for error in errors:
+        assert str(run_folder / name) in error and "not valid JSON" in error
+        assert "upload" not in error.split(str(run_folder / name))[0]  # the user's file, not a staged copy
+    assert requests == []
+    argv = ["publish", str(run_folder), "--repo_id", "me/smd-digits", "--dry_run_dir", str(tmp_path / "dry")]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(run_folder / name) in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_a_kept_readme_does_not_hide_a_corrupt_run_file(run_folder, tmp_path):
+    (run_folder / "README.md").write_text("# My own card\n")
+    (run_folder / "eval_results.json").write_text("[1, 2")
+    with pytest.raises(ValueError, match="eval_results.json"):
+        publish(run_folder, "me/smd-digits", dry_run_dir=tmp_path / "dry")
+
+
+def test_cli_without_repo_id_names_the_flag(run_folder, capsys):
+    assert cli.main(["publish", str(run_folder)]) == 2
+    assert "--repo_id is required" in capsys.readouterr().err
