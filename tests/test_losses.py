@@ -445,3 +445,48 @@ def test_bad_input_is_rejected_with_clear_messages():
 
     with pytest.raises(ValueError, match="shape"):
         objective(Doubling(), sched, torch.randn(2, 2))
+
+
+def test_offset_noise_adds_a_per_channel_constant_drawn_after_eps():
+    """eps' = eps + offset * n, n ~ N(0, 1) of shape (B, C, 1, 1), as diffusers' --noise_offset."""
+    sched = scheduler("epsilon")
+    x0 = torch.randn(3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+
+    class Zero(torch.nn.Module):
+        def forward(self, sample, timestep, return_dict=True):
+            return _Out(torch.zeros_like(sample))
+
+    loss = build_objective("vanilla", noise_offset=0.3)(
+        Zero(), sched, x0, generator=torch.Generator().manual_seed(7)
+    )
+    generator = torch.Generator().manual_seed(7)
+    torch.randint(0, 10, (3,), generator=generator)  # the timesteps
+    eps = torch.randn(x0.shape, generator=generator)
+    offset = torch.randn(3, 2, 1, 1, generator=generator)
+    expected = ((eps + 0.3 * offset) ** 2).flatten(1).mean(dim=1)  # target eps', prediction 0
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="noise_offset"):
+        build_objective("vanilla", noise_offset=-0.1)
+
+
+def test_mixture_repeats_nested_per_example_conditioning():
+    """SDXL passes added_cond_kwargs (a dict of per-example tensors): each is repeated K times like the batch."""
+    received = {}
+
+    class Model(torch.nn.Module):
+        def forward(self, sample, timestep, added_cond_kwargs=None, return_dict=True, *, mixture_noise=None,
+                    generator=None):  # fmt: skip
+            received.update(added_cond_kwargs)
+            return _Out(sample * 0)
+
+    embeds, ids = torch.arange(6.0).reshape(2, 3), torch.tensor([[1.0], [2.0]])
+    conditioning = {"added_cond_kwargs": {"text_embeds": embeds, "time_ids": ids}}
+    build_objective("smd-mixture", num_mixture_samples=3)(
+        Model(),
+        scheduler("sample"),
+        torch.randn(2, 2),
+        conditioning,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert torch.equal(received["text_embeds"], torch.cat([embeds] * 3))
+    assert torch.equal(received["time_ids"], torch.cat([ids] * 3))

@@ -10,8 +10,9 @@ x_t and the target use the real t.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import torch
@@ -83,6 +84,16 @@ def _expand_like(values: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 def _per_example_mean(values: torch.Tensor) -> torch.Tensor:
     return values.reshape(values.shape[0], -1).mean(dim=1)
+
+
+def _repeat_examples(value: Any, k: int, batch: int) -> Any:
+    """``value`` with every per-example tensor (first dim ``batch``) repeated ``k`` times along it; dicts
+    (e.g. SDXL's ``added_cond_kwargs``) recursively, anything else unchanged."""
+    if isinstance(value, dict):
+        return {key: _repeat_examples(item, k, batch) for key, item in value.items()}
+    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch:
+        return torch.cat([value] * k)
+    return value
 
 
 def _check_model_and_scheduler(model: Any, noise_scheduler: Any) -> None:
@@ -178,6 +189,14 @@ class BoundObjective:
         noise = randn_tensor(
             clean_batch.shape, generator=generator, device=clean_batch.device, dtype=clean_batch.dtype
         )
+        if objective.noise_offset:
+            # Offset noise (Guttenberg 2023), as diffusers' training examples add it: a per-channel constant.
+            noise = noise + objective.noise_offset * randn_tensor(
+                (*clean_batch.shape[:2], *([1] * (clean_batch.ndim - 2))),
+                generator=generator,
+                device=clean_batch.device,
+                dtype=clean_batch.dtype,
+            )
         noisy = self.noise_scheduler.add_noise(clean_batch, noise, timesteps)
         mixture_kwargs = (
             {"generator": generator} if generator is not None and self.takes_mixture_noise else {}
@@ -233,13 +252,28 @@ class DiffusionObjective:
             weight = min(snr, gamma) / snr (epsilon), / (snr + 1) (v_prediction), unchanged (sample).
         num_inference_steps: draw t only from the n-step sampling grid (see `training_timestep_grid`);
             None draws from all training timesteps.
+        noise_offset: offset noise: eps + noise_offset * n with n ~ N(0, 1) per example and channel
+            (constant over the other dimensions), as ``--noise_offset`` of diffusers' training examples;
+            0 draws plain eps.
     """
 
     name: ClassVar[str] = "base"
     needs_mixture_model: ClassVar[bool] = False
     description: ClassVar[str] = ""
 
-    def __init__(self, snr_gamma: float | None = None, num_inference_steps: int | None = None):
+    def __init__(
+        self,
+        snr_gamma: float | None = None,
+        num_inference_steps: int | None = None,
+        noise_offset: float = 0.0,
+    ):
+        if (
+            isinstance(noise_offset, bool)
+            or not isinstance(noise_offset, Real)
+            or not 0 <= noise_offset < math.inf
+        ):
+            raise ValueError(f"noise_offset must be a finite number >= 0, got {noise_offset!r}")
+        self.noise_offset = float(noise_offset)
         if snr_gamma is not None and (isinstance(snr_gamma, bool) or not float(snr_gamma) > 0):
             raise ValueError(f"snr_gamma must be None or a positive number, got {snr_gamma!r}")
         if num_inference_steps is not None and (
@@ -367,7 +401,7 @@ class SMDMixtureObjective(SMDObjective):
     Args:
         num_mixture_samples: K, the number of eta draws per example (the model runs on a K*B batch).
         posterior_noise: draw x_s from q(x_s | x_t, x_0) (True, eq. 1 exactly) or use its mean (False).
-        snr_gamma, num_inference_steps: as in `DiffusionObjective`.
+        snr_gamma, num_inference_steps, noise_offset: as in `DiffusionObjective`.
     """
 
     name = "smd-mixture"
@@ -381,8 +415,11 @@ class SMDMixtureObjective(SMDObjective):
         posterior_noise: bool = True,
         snr_gamma: float | None = None,
         num_inference_steps: int | None = None,
+        noise_offset: float = 0.0,
     ):
-        super().__init__(snr_gamma=snr_gamma, num_inference_steps=num_inference_steps)
+        super().__init__(
+            snr_gamma=snr_gamma, num_inference_steps=num_inference_steps, noise_offset=noise_offset
+        )
         if not isinstance(posterior_noise, bool):
             raise TypeError(f"posterior_noise must be True or False, got {posterior_noise!r}")
         self.posterior_noise = posterior_noise
@@ -404,12 +441,7 @@ class SMDMixtureObjective(SMDObjective):
         self, bound: BoundObjective, clean_batch, conditioning, generator, draws: _Draws
     ) -> torch.Tensor:
         k, batch = self.num_mixture_samples, clean_batch.shape[0]
-        repeated_conditioning = {
-            key: torch.cat([value] * k)
-            if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch
-            else value
-            for key, value in (conditioning or {}).items()
-        }
+        repeated_conditioning = _repeat_examples(conditioning or {}, k, batch)
         predictions = bound.predict(
             torch.cat([draws.noisy] * k), torch.cat([draws.model_timesteps.reshape(-1).expand(batch)] * k),
             repeated_conditioning, draws.mixture_kwargs,

@@ -105,7 +105,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) ->
         if kind is bool:
             group.add_argument(f"--{field.name}", action="store_true", **kwargs)
             continue
-        if typing.get_origin(kind) is tuple:
+        if typing.get_origin(kind) is tuple and typing.get_args(kind)[0] is str:
+            kwargs.update(type=str, nargs="+")  # --validation_prompts "a cat" "a dog", as diffusers' scripts
+            if meta["metavar"]:
+                kwargs["metavar"] = meta["metavar"]
+        elif typing.get_origin(kind) is tuple:
             kwargs["type"] = _int_list
             kwargs["metavar"] = meta["metavar"] or "N,N,..."
         else:
@@ -120,8 +124,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_class: type) ->
 
 def config_from_namespace(config_class: type, namespace: argparse.Namespace):
     """Build ``config_class`` from the parsed flags (extra attributes of ``namespace`` are ignored)."""
-    names = {field.name for field in _fields(config_class)}
-    return config_class(**{k: v for k, v in vars(namespace).items() if k in names})
+    values = {}
+    for field in _fields(config_class):
+        if field.name in vars(namespace):
+            value = getattr(namespace, field.name)
+            values[field.name] = tuple(value) if isinstance(value, list) else value  # nargs="+" gives lists
+    return config_class(**values)
 
 
 def parse_config(config_class: type, argv: Sequence[str] | None = None, prog: str | None = None):
@@ -165,12 +173,16 @@ def config_to_argv(config: Any) -> list[str]:
         value = getattr(config, field.name)
         if value == field.default or field.name in SECRET_FIELDS:
             continue
-        if _base_type(field.type) is bool:
+        kind = _base_type(field.type)
+        if kind is bool:
             if value:
                 argv.append(f"--{field.name}")
             continue
         if value is None:
             raise ValueError(f"--{field.name} cannot be reset to None on a command line")
+        if typing.get_origin(kind) is tuple and typing.get_args(kind)[0] is str:
+            argv += [f"--{field.name}", *value]
+            continue
         text = ",".join(str(v) for v in value) if isinstance(value, tuple) else str(value)
         argv += [f"--{field.name}", text]
     return argv

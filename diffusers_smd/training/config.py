@@ -88,6 +88,12 @@ class TrainingConfig:
         "Min-SNR loss weighting gamma (e.g. 5.0); default: no weighting. Not used by smd-mixture.",
         group=METHOD,
     )
+    noise_offset: float = option(
+        0.0,
+        "Offset noise: add noise_offset * N(0, 1) per example and channel to the training noise (e.g. 0.05; "
+        "0: off), as diffusers' training examples do.",
+        group=METHOD,
+    )
 
     # --- optimisation -----------------------------------------------------------------------------------
     train_batch_size: int = option(16, "Batch size per device.", group=OPTIMISATION)
@@ -206,6 +212,7 @@ class TrainingConfig:
             "snr_gamma": self.snr_gamma,
             "num_mixture_samples": self.smd_mixture_samples,
             "posterior_noise": not self.smd_mixture_mean_posterior,
+            "noise_offset": self.noise_offset,
         }
         accepted = inspect.signature(self.objective_class).parameters
         return {name: value for name, value in available.items() if name in accepted}
@@ -265,6 +272,8 @@ class TrainingConfig:
             raise ValueError(f"--learning_rate must be positive, got {self.learning_rate}")
         if self.lr_warmup_steps < 0:
             raise ValueError(f"--lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
+        if self.noise_offset < 0:
+            raise ValueError(f"--noise_offset must be >= 0, got {self.noise_offset}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise ValueError(f"--snr_gamma must be positive, got {self.snr_gamma}")
         if self.snr_gamma is not None and self.objective == "smd-mixture":
