@@ -25,7 +25,12 @@ from diffusers import (
 from diffusers.utils import logging as diffusers_logging
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from diffusers_smd import ETSDMDDIMScheduler, ETSDMDDPMScheduler, ETSDMDPMSolverMultistepScheduler
+from diffusers_smd import (
+    ETSDMDDIMScheduler,
+    ETSDMDDPMScheduler,
+    ETSDMDPMSolverMultistepScheduler,
+    ETSDMSettings,
+)
 
 PAIRS = [
     (DDPMScheduler, ETSDMDDPMScheduler),
@@ -243,7 +248,11 @@ def test_from_config_and_save_load_round_trips(tmp_path, parent, etsdm):
     # plain config -> E-TSDM (defaults on), for every plain config kind
     for plain in (DDPMScheduler(), DDIMScheduler(), DPMSolverMultistepScheduler()):
         swapped = etsdm.from_config(plain.config)
-        assert type(swapped) is etsdm and swapped.etsdm_settings == (100, 5) and swapped.etsdm_enabled
+        assert (
+            type(swapped) is etsdm
+            and swapped.etsdm_settings == ETSDMSettings(100, 5)
+            and swapped.etsdm_enabled
+        )
     scheduler = etsdm(
         num_train_timesteps=500, etsdm_threshold=40, etsdm_intervals=4, prediction_type="v_prediction"
     )
@@ -252,7 +261,7 @@ def test_from_config_and_save_load_round_trips(tmp_path, parent, etsdm):
     assert saved["_class_name"] == etsdm.__name__
     assert (saved["etsdm_threshold"], saved["etsdm_intervals"]) == (40, 4)
     loaded = etsdm.from_pretrained(tmp_path / "etsdm")
-    assert loaded.etsdm_settings == (40, 4) and loaded.config.prediction_type == "v_prediction"
+    assert loaded.etsdm_settings == ETSDMSettings(40, 4) and loaded.config.prediction_type == "v_prediction"
     public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
     assert public(loaded.config) == public(scheduler.config)
     # back to the plain class, saved, and to E-TSDM again: the settings survive as hidden config
@@ -260,10 +269,10 @@ def test_from_config_and_save_load_round_trips(tmp_path, parent, etsdm):
     assert type(plain) is parent and plain.config.num_train_timesteps == 500
     plain.save_pretrained(tmp_path / "plain")
     again = etsdm.from_pretrained(tmp_path / "plain")
-    assert again.etsdm_settings == (40, 4)
+    assert again.etsdm_settings == ETSDMSettings(40, 4)
     # a default-settings scheduler round-trips too (threshold None -> T // 10)
     default = etsdm.from_config(etsdm(num_train_timesteps=200).config)
-    assert default.etsdm_settings == (20, 5)
+    assert default.etsdm_settings == ETSDMSettings(20, 5)
 
 
 def test_pipeline_save_and_load_keeps_the_etsdm_scheduler(tmp_path):
@@ -272,4 +281,6 @@ def test_pipeline_save_and_load_keeps_the_etsdm_scheduler(tmp_path):
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["scheduler"] == ["diffusers_smd", "ETSDMDDPMScheduler"]
     loaded = DDPMPipeline.from_pretrained(tmp_path)
-    assert type(loaded.scheduler) is ETSDMDDPMScheduler and loaded.scheduler.etsdm_settings == (50, 5)
+    assert type(loaded.scheduler) is ETSDMDDPMScheduler and loaded.scheduler.etsdm_settings == ETSDMSettings(
+        50, 5
+    )

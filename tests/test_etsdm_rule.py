@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffusers_smd import share_timesteps, validate_etsdm_settings
+from diffusers_smd import ETSDMSettings, resolve_etsdm_settings, share_timesteps
 
 
 def reference_rule(t: int, threshold: int, intervals: int) -> int:
@@ -99,11 +99,11 @@ def test_bad_timesteps_type():
         share_timesteps(torch.tensor([True]), 100, 5)
 
 
-def test_validate_settings_resolves_and_rejects():
-    assert validate_etsdm_settings(None, 5, 1000) == (100, 5)
-    assert validate_etsdm_settings(None, 0, 1000) == (100, 0)
-    assert validate_etsdm_settings(0, 5, 1000) == (0, 5)
+def test_resolve_settings_resolves_and_rejects():
+    assert resolve_etsdm_settings(None, 5, 1000) == ETSDMSettings(100, 5)
+    assert resolve_etsdm_settings(None, 0, 1000) == ETSDMSettings(100, 0)
+    assert resolve_etsdm_settings(0, 5, 1000) == ETSDMSettings(0, 5)
     with pytest.raises(ValueError, match=r"etsdm_threshold.*\[0, num_train_timesteps=1000\]"):
-        validate_etsdm_settings(1001, 5, 1000)
+        resolve_etsdm_settings(1001, 5, 1000)
     with pytest.raises(ValueError, match="etsdm_intervals"):
-        validate_etsdm_settings(None, 5, 30)  # default threshold 3 holds only 3 integer sub-intervals
+        resolve_etsdm_settings(None, 5, 30)  # default threshold 3 holds only 3 integer sub-intervals

@@ -6,7 +6,12 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from diffusers_smd import ETSDMDDIMScheduler, ETSDMDDPMScheduler, ETSDMDPMSolverMultistepScheduler
+from diffusers_smd import (
+    ETSDMDDIMScheduler,
+    ETSDMDDPMScheduler,
+    ETSDMDPMSolverMultistepScheduler,
+    ETSDMSettings,
+)
 
 SHAPE = (2, 3, 4, 4)
 # dpmsolver / sde-dpmsolver are deprecated in diffusers but still supported; keep the log quiet
@@ -156,7 +161,7 @@ def test_condition_timesteps_for_training_loops():
         assert cls().condition_timesteps(t).tolist() == [reference_condition(v) for v in t]
         assert torch.equal(cls(etsdm_intervals=0).condition_timesteps(t), t)
     scheduler = ETSDMDDPMScheduler(num_train_timesteps=500)  # default threshold scales: 50, width 10
-    assert scheduler.etsdm_settings == (50, 5)
+    assert scheduler.etsdm_settings == ETSDMSettings(50, 5)
     assert scheduler.condition_timesteps(torch.tensor([9, 10, 49, 50])).tolist() == [0, 10, 40, 50]
 
 
