@@ -80,11 +80,14 @@ def _literals(annotation) -> list:
 
 def random_config(parent: type, rng: random.Random, change_probability: float = 0.3) -> dict:
     """A random config: each key keeps its default, or (with ``change_probability``) takes a random candidate."""
-    return {
+    config = {
         name: rng.choice(values)
         for name, values in config_options(parent).items()
         if rng.random() < change_probability
     }
+    # the training range is always drawn: short schedules are cheaper to build (KDPM2 interpolates every step)
+    config["num_train_timesteps"] = rng.choice(EXTRA_OPTIONS["num_train_timesteps"])
+    return config
 
 
 def learned_variance(config: dict) -> bool:
@@ -350,7 +353,7 @@ def test_switched_off_every_method_is_the_parents(parent, seed):
     config, reference, direct = draw_parent(parent, variant, rng, off)
     assert not direct.etsdm_enabled
     # from_config in both directions: the variant from the parent's config, the parent from the variant's
-    via_config = variant.from_config(parent(**config).config, **off)
+    via_config = variant.from_config(reference.config, **off)
     back = parent.from_config(direct.config)
     assert type(via_config) is variant and type(back) is parent
     assert public_config(via_config.config) == public_config(direct.config) == public_config(reference.config)
@@ -493,6 +496,6 @@ def test_switched_on_is_the_parent_with_the_network_at_f_t(parent, mode):
         assert got_seen == expected_seen, f"{config} {set_kwargs}"
         assert_same(expected, got, f"{config} {set_kwargs}")
         checked += 1
-        if checked == 3:
+        if checked == 2:
             return
     raise AssertionError(f"only {checked} configs of {parent.__name__} could be checked")
