@@ -224,10 +224,10 @@ def _share_tensor(timesteps: torch.Tensor, threshold, intervals: int) -> torch.T
     # Sub-interval k holds k * w <= t < (k + 1) * w, both products evaluated in floating point, so the
     # returned left end never exceeds t (a plain floor(t / w) can be one off: 0.06 / 0.02 = 2.9999...).
     index = torch.floor(values / width)
-    index = torch.where(values >= (index + 1) * width, index + 1, index)
-    index = torch.where(index * width > values, index - 1, index)
-    index = index.clamp(0, intervals - 1)
-    return torch.where(values < threshold, index * width, values).to(timesteps.dtype)
+    index += (index + 1) * width <= values
+    index.sub_((index * width > values).to(index.dtype))
+    left_end = index.clamp_(0, intervals - 1).mul_(width)
+    return torch.where(values < threshold, left_end, values).to(timesteps.dtype)
 
 
 def share_timesteps(

@@ -228,3 +228,22 @@ def test_a_model_trained_without_etsdm_keeps_stock_schedulers():
     sample(pipe, steps=4)
     assert type(pipe.scheduler) is EulerDiscreteScheduler
     assert "etsdm_threshold" not in pipe.scheduler.config
+
+
+def test_only_methods_that_read_timestep_values_are_translated():
+    """A parent step / scale_model_input that finds its start through _init_step_index runs as is (fast);
+    the ones that read the timestep's value (or the grid's values) are translated."""
+    translated = {parent.__name__: set(v._etsdm_translated_methods) for parent, v in ETSDM_VARIANTS.items()}
+    steps_translated = sorted(name for name, methods in translated.items() if "step" in methods)
+    assert steps_translated == [
+        "DDIMScheduler",
+        "DDPMScheduler",
+        "LCMScheduler",
+        "TCDScheduler",
+        "UniPCMultistepScheduler",
+    ]
+    assert not any("scale_model_input" in methods for methods in translated.values())
+    for name, methods in translated.items():
+        if name not in ("DDPMScheduler", "DDIMScheduler"):  # the parents that keep a step index
+            assert {"_init_step_index", "index_for_timestep"} <= methods, name
+        assert methods & {"add_noise", "scale_noise"}, name

@@ -499,3 +499,18 @@ def test_switched_on_is_the_parent_with_the_network_at_f_t(parent, mode):
         if checked == 2:
             return
     raise AssertionError(f"only {checked} configs of {parent.__name__} could be checked")
+
+
+@pytest.mark.parametrize("parent", PARENTS, ids=PARENT_IDS)
+def test_switched_on_every_set_timesteps_exposes_the_shared_grid(parent):
+    """Grids are shared once per set_timesteps (and reused when a pipeline asks for the same grid again)."""
+    variant = ETSDM_VARIANTS[parent]
+    threshold, intervals = on_settings(parent, {}, random.Random(0))
+    scheduler, reference = variant(etsdm_threshold=threshold, etsdm_intervals=intervals), parent()
+    for steps in (7, 12, 7, 7, 30):
+        for s in (scheduler, reference):
+            s.set_timesteps(steps)
+        assert_same(reference.timesteps, scheduler.true_timesteps, f"{steps} steps")
+        assert_same(
+            reference_condition(reference.timesteps, threshold, intervals), scheduler.timesteps, f"{steps}"
+        )

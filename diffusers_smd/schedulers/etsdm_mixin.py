@@ -9,10 +9,13 @@ the parent. The contract, the same for every variant:
   ``for t in scheduler.timesteps: x = scheduler.step(model(x, t), t, x).prev_sample`` queries the
   network at ``f(t)`` with no extra call.
 * Every other method is the parent's, evaluated on the real grid: inside ``step``,
-  ``scale_model_input``, ``index_for_timestep``, ``previous_timestep`` (the *sampling* methods) and
-  ``add_noise``, ``scale_noise``, ``get_velocity`` (the *noise* methods), ``self.timesteps`` is the real
-  grid and the timestep argument is translated from the exposed grid to the real one (see
-  :meth:`ETSDMSchedulerMixin._real_timestep` and :meth:`ETSDMSchedulerMixin._real_noise_timesteps`).
+  ``scale_model_input``, ``index_for_timestep``, ``previous_timestep``, ``_init_step_index`` (the
+  *sampling* methods) and ``add_noise``, ``scale_noise``, ``get_velocity`` (the *noise* methods),
+  ``self.timesteps`` is the real grid and the timestep argument is translated from the exposed grid to
+  the real one (see :meth:`ETSDMSchedulerMixin._real_timestep` and
+  :meth:`ETSDMSchedulerMixin._real_noise_timesteps`). A parent ``step`` / ``scale_model_input`` that
+  provably looks at the timestep only to find its start index (through ``_init_step_index``) runs as is:
+  it gives the same result without the per-call translation (:mod:`.timestep_reads`).
 * With E-TSDM off (either setting 0) nothing is translated: every method IS the parent's.
 
 Parents that step by timestep value and keep no step index (DDPM, DDIM) get one here (``step_index``,
@@ -29,15 +32,26 @@ from typing import Any, ClassVar
 import torch
 from diffusers.configuration_utils import register_to_config
 
-from ..etsdm import DEFAULT_ETSDM_INTERVALS, ETSDMSettings, resolve_etsdm_settings, share_timesteps
+from ..etsdm import DEFAULT_ETSDM_INTERVALS, ETSDMSettings, _share_tensor, resolve_etsdm_settings
+from .timestep_reads import reads_timestep_values
 
 __all__ = ["ETSDM_CONFIG_KEYS", "ETSDMSchedulerMixin"]
 
 ETSDM_CONFIG_KEYS = ("etsdm_threshold", "etsdm_intervals")
 """The config keys an E-TSDM scheduler adds to its parent's (saved in ``scheduler_config.json``)."""
 
-SAMPLING_METHODS = ("step", "scale_model_input", "index_for_timestep", "previous_timestep")
-"""Methods called with exposed timesteps (from ``scheduler.timesteps``); translated by position."""
+SAMPLING_METHODS = (
+    "step",
+    "scale_model_input",
+    "index_for_timestep",
+    "previous_timestep",
+    "_init_step_index",
+)
+"""Methods called with exposed timesteps (from ``scheduler.timesteps``); translated by position.
+
+``step`` and ``scale_model_input`` are left to the parent when it provably reads the timestep only through
+``_init_step_index`` (translated) and ``self.timesteps`` only for its length (:mod:`.timestep_reads`)."""
+_PROVABLY_INDEX_BASED = ("step", "scale_model_input")
 NOISE_METHODS = ("add_noise", "scale_noise", "get_velocity")
 """Methods called with REAL timesteps (training loops); after ``set_begin_index`` the exposed timestep of
 the current step is translated (what img2img and inpainting pipelines pass)."""
@@ -63,10 +77,14 @@ class ETSDMSchedulerMixin:
     etsdm_integer_timesteps: ClassVar[bool] = True
     """Whether the threshold counts integer training timesteps (False: float units, flow matching)."""
     _etsdm_owns_step_index: ClassVar[bool] = False
+    _etsdm_translated_methods: ClassVar[tuple[str, ...]] = ()
+    """The parent methods this variant runs on the real grid with a translated timestep."""
 
     # instance state with class-level defaults (set before the parent's __init__ runs)
     _etsdm_on = False
-    _etsdm_depth = 0
+    _etsdm_real_grid = False  # True while a parent method runs on the real grid
+    _etsdm_true_items = None
+    _etsdm_grid_cache = None  # (grid key, condition grid, its values) of the last grid shared
     _step_index = None
     _begin_index = None
 
@@ -84,10 +102,16 @@ class ETSDMSchedulerMixin:
         cls.etsdm_integer_timesteps = integer_timesteps
         cls._etsdm_owns_step_index = not hasattr(parent, "set_begin_index")
         cls.__init__ = _build_init(parent)
+        wrapped = []
         for name in SAMPLING_METHODS + NOISE_METHODS:
             method = getattr(parent, name, None)
-            if method is not None and _timestep_position(method) is not None:
-                setattr(cls, name, _build_method(parent, name, noise=name in NOISE_METHODS))
+            if method is None or _timestep_position(method) is None:
+                continue
+            if name in _PROVABLY_INDEX_BASED and not reads_timestep_values(parent, name):
+                continue  # the parent's own method is exact: it finds its start through _init_step_index
+            setattr(cls, name, _build_method(parent, name, noise=name in NOISE_METHODS))
+            wrapped.append(name)
+        cls._etsdm_translated_methods = tuple(wrapped)
         if cls._etsdm_owns_step_index:
             cls.step_index = _own_step_index
             cls.begin_index = _own_begin_index
@@ -126,7 +150,7 @@ class ETSDMSchedulerMixin:
     @property
     def timesteps(self):
         """Condition timesteps ``f(t)`` of the real grid (the real grid itself inside the parent's methods)."""
-        return self._etsdm_true if self._etsdm_depth else self._etsdm_exposed
+        return self._etsdm_true if self._etsdm_real_grid else self._etsdm_exposed
 
     @timesteps.setter
     def timesteps(self, value) -> None:
@@ -135,9 +159,17 @@ class ETSDMSchedulerMixin:
         self._etsdm_true = value
         self._etsdm_exposed = value
         if self._etsdm_on and isinstance(value, torch.Tensor):
-            self._etsdm_exposed = self._share_grid(value)
             self._etsdm_true_list = value.tolist()
-            self._etsdm_exposed_list = self._etsdm_exposed.tolist()
+            self._etsdm_true_items = None  # the real grid's elements, unbound on first use
+            # pipelines call set_timesteps on every generation, mostly with the same grid: reuse its shares
+            key = (value.dtype, value.device, tuple(self._etsdm_true_list))
+            cached = self._etsdm_grid_cache
+            if cached is None or cached[0] != key:
+                exposed = self._share_grid(value)
+                if exposed.storage_offset() != 0 or not exposed.is_contiguous():
+                    exposed = exposed.clone()  # own storage: an element's storage offset is its index
+                cached = self._etsdm_grid_cache = (key, exposed, exposed.tolist())
+            _, self._etsdm_exposed, self._etsdm_exposed_list = cached
         if self._etsdm_owns_step_index:
             self._step_index = None
             self._begin_index = None
@@ -148,33 +180,47 @@ class ETSDMSchedulerMixin:
         return self._etsdm_true
 
     def _share_grid(self, grid: torch.Tensor) -> torch.Tensor:
-        settings = self._etsdm_settings
-        try:
-            return share_timesteps(grid, settings.threshold, settings.intervals)
-        except ValueError as error:
+        """``share_timesteps(grid)`` with the validated settings (the rule's core, checked once per grid)."""
+        lowest = min(self._etsdm_true_list, default=0)
+        if lowest < 0:
             raise ValueError(
                 f"{type(self).__name__}: E-TSDM conditions the network on training timesteps in "
-                f"[0, num_train_timesteps], but this configuration's timesteps are not ({error}), e.g. "
+                f"[0, num_train_timesteps], but this configuration's timesteps are not (one is {lowest!r}), e.g. "
                 "EulerDiscreteScheduler with timestep_type='continuous'. Use the parent scheduler, or switch "
                 "E-TSDM off with etsdm_intervals=0."
-            ) from error
+            )
+        settings = self._etsdm_settings
+        return _share_tensor(grid, settings.threshold, settings.intervals)
 
     # ---- translation from the exposed grid to the real one ---------------------------------------
     def _current_index(self) -> int | None:
         return self._step_index if self._step_index is not None else self._begin_index
 
+    def _unbind_true_grid(self) -> tuple[torch.Tensor, ...]:
+        """The real grid's elements as the 0-d tensors iterating it gives (computed once per grid)."""
+        self._etsdm_true_items = self._etsdm_true.unbind()
+        return self._etsdm_true_items
+
+    def _true_item(self, index: int) -> torch.Tensor:
+        """``true_timesteps[index]``; unbound once per grid when every step is translated, else indexed."""
+        if self._etsdm_true_items is None and "step" not in self._etsdm_translated_methods:
+            return self._etsdm_true[index]  # a handful of lookups per loop: cheaper than unbinding the grid
+        return (self._etsdm_true_items or self._unbind_true_grid())[index]
+
     def _real_at(self, index: int, like):
         """The real timestep at ``index`` in the form of ``like`` (a Python number or a tensor)."""
         if not isinstance(like, torch.Tensor):
             return self._etsdm_true_list[index]
-        real = self._etsdm_true[index]
-        if real.device != like.device or real.dtype != like.dtype or real.shape != like.shape:
+        real = self._true_item(index)
+        if real.dtype is not like.dtype or real.shape != like.shape or real.device != like.device:
             real = real.to(device=like.device, dtype=like.dtype).reshape(like.shape)
         return real
 
     def _real_timestep(self, timestep) -> tuple[Any, int | None]:
         """Translate a timestep given to a sampling method: ``(real timestep, its index or None)``.
 
+        0. an element of ``timesteps`` itself (what a loop over ``scheduler.timesteps`` passes) -> the real
+           timestep at the same position (found from the view's storage offset, no value lookup);
         1. the exposed value at the current step index (the step index, else the begin index) -> the
            real timestep at that index (repeated condition values are resolved by position);
         2. else a value of the exposed grid -> the real timestep at its FIRST position (where a loop
@@ -182,6 +228,9 @@ class ETSDMSchedulerMixin:
         3. else the value is taken as a real timestep (off-grid stepping, as the parent allows).
         """
         if isinstance(timestep, torch.Tensor):
+            if timestep._base is self._etsdm_exposed and timestep.dim() == 0:
+                index = timestep.storage_offset()
+                return self._true_item(index), index
             if timestep.numel() != 1:
                 return self._real_noise_timesteps(timestep, always=True), None
             value = timestep.item()
@@ -277,27 +326,32 @@ def _build_method(parent: type, name: str, *, noise: bool) -> Callable:
     is_lookup = name == "index_for_timestep"
 
     def method(self, *args, **kwargs):
-        if not self._etsdm_on or self._etsdm_depth:
+        # hot path of every sampling step: kept flat (the overhead budget is a few percent of a step)
+        if self._etsdm_real_grid or not self._etsdm_on:
             return parent_method(self, *args, **kwargs)
-        if is_lookup and (len(args) > 1 or kwargs.get("schedule_timesteps") is not None):
-            return parent_method(self, *args, **kwargs)  # a pure lookup in a given schedule
         positional = len(args) > position
         timestep = args[position] if positional else kwargs.get(parameter)
         index = None
-        if timestep is not None:
-            if noise:
-                real = self._real_noise_timesteps(timestep)
-            else:
-                real, index = self._real_timestep(timestep)
-            if positional:
-                args = (*args[:position], real, *args[position + 1 :])
-            else:
-                kwargs[parameter] = real
-        self._etsdm_depth += 1
+        if timestep is None or (
+            is_lookup and (len(args) > 1 or kwargs.get("schedule_timesteps") is not None)
+        ):
+            real = timestep  # nothing to translate / a pure lookup in a given schedule
+        elif noise:
+            real = self._real_noise_timesteps(timestep)
+        elif type(timestep) is torch.Tensor and timestep._base is self._etsdm_exposed and not timestep.dim():
+            index = timestep.storage_offset()  # an element of `timesteps`: same position on the real grid
+            real = self._true_item(index)
+        else:
+            real, index = self._real_timestep(timestep)
+        if positional:
+            args = args[:position] + (real,) + args[position + 1 :]
+        elif timestep is not None:
+            kwargs[parameter] = real
+        self._etsdm_real_grid = True
         try:
             output = parent_method(self, *args, **kwargs)
         finally:
-            self._etsdm_depth -= 1
+            self._etsdm_real_grid = False
         if is_step and self._etsdm_owns_step_index:
             self._step_index = None if index is None else index + 1
         return output
