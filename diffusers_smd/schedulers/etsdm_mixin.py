@@ -315,54 +315,98 @@ def _copy_signature(function: Callable, parent_function: Callable, signature=Non
     return function
 
 
-def _build_method(parent: type, name: str, *, noise: bool) -> Callable:
-    """The parent's method, run on the real grid with its timestep argument translated (same signature).
+_METHOD_TEMPLATE = """
+def {name}({parameters}):
+    if self._etsdm_real_grid or not self._etsdm_on:
+        return _parent(self, {arguments})
+{lookup}{translate}    self._etsdm_real_grid = True
+    try:
+        _output = _parent(self, {arguments})
+    finally:
+        self._etsdm_real_grid = False
+{track}    return _output
+"""
+# an element of `timesteps` (what a loop over it passes) has the real timestep at the same position
+_TRANSLATE_SAMPLING = """    if type({t}) is _Tensor and {t}._base is self._etsdm_exposed and not {t}.dim():
+        _index = {t}.storage_offset()
+        {t} = {real}
+    elif {t} is not None:
+        {t}, _index = self._real_timestep({t})
+    else:
+        _index = None
+"""
+_TRANSLATE_NOISE = """    if {t} is not None:
+        {t} = self._real_noise_timesteps({t})
+"""
+_REAL_ITEM_UNBOUND = "(self._etsdm_true_items or self._unbind_true_grid())[_index]"
+_REAL_ITEM_INDEXED = "self._etsdm_true[_index]"
 
-    Off, or when called from inside another translated method, it is the parent's method unchanged.
+
+def _build_method(parent: type, name: str, *, noise: bool) -> Callable:
+    """The parent's method, run on the real grid with its timestep argument translated.
+
+    Generated with the parent's exact signature (pipelines inspect ``step`` for ``eta`` / ``generator``),
+    forwarding every argument as given: it runs on every sampling step, and the budget is a few percent of
+    a solver step. Off, or when called from inside another translated method, it is the parent's method.
     """
     parent_method = getattr(parent, name)
-    position, parameter = _timestep_position(parent_method)
-    is_step = name == "step"
-    is_lookup = name == "index_for_timestep"
-
-    def method(self, *args, **kwargs):
-        # hot path of every sampling step: kept flat (the overhead budget is a few percent of a step)
-        if self._etsdm_real_grid or not self._etsdm_on:
-            return parent_method(self, *args, **kwargs)
-        positional = len(args) > position
-        timestep = args[position] if positional else kwargs.get(parameter)
-        index = None
-        if timestep is None or (
-            is_lookup and (len(args) > 1 or kwargs.get("schedule_timesteps") is not None)
-        ):
-            real = timestep  # nothing to translate / a pure lookup in a given schedule
-        elif noise:
-            real = self._real_noise_timesteps(timestep)
-        elif type(timestep) is torch.Tensor and timestep._base is self._etsdm_exposed and not timestep.dim():
-            index = timestep.storage_offset()  # an element of `timesteps`: same position on the real grid
-            real = self._true_item(index)
-        else:
-            real, index = self._real_timestep(timestep)
-        if positional:
-            args = args[:position] + (real,) + args[position + 1 :]
-        elif timestep is not None:
-            kwargs[parameter] = real
-        self._etsdm_real_grid = True
-        try:
-            output = parent_method(self, *args, **kwargs)
-        finally:
-            self._etsdm_real_grid = False
-        if is_step and self._etsdm_owns_step_index:
-            self._step_index = None if index is None else index + 1
-        return output
-
+    signature = inspect.signature(parent_method)
+    _, timestep = _timestep_position(parent_method)
+    namespace: dict[str, Any] = {"_parent": parent_method, "_Tensor": torch.Tensor}
+    parameters, arguments, keyword_only = ["self"], [], False
+    for i, parameter in enumerate(list(signature.parameters.values())[1:]):
+        default = ""
+        if parameter.default is not inspect.Parameter.empty:
+            namespace[f"_default_{i}"] = parameter.default
+            default = f"=_default_{i}"
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            parameters.append(f"*{parameter.name}")
+            arguments.append(f"*{parameter.name}")
+            keyword_only = True
+        elif parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            parameters.append(f"**{parameter.name}")
+            arguments.append(f"**{parameter.name}")
+        elif parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+            if not keyword_only:
+                parameters.append("*")
+                keyword_only = True
+            parameters.append(parameter.name + default)
+            arguments.append(f"{parameter.name}={parameter.name}")
+        else:  # positional-or-keyword (diffusers schedulers have no positional-only parameters)
+            parameters.append(parameter.name + default)
+            arguments.append(parameter.name)
+    lookup = ""
+    if name == "index_for_timestep":  # a lookup in a schedule the caller gives is not translated
+        lookup = "    if schedule_timesteps is not None:\n        return _parent(self, {arguments})\n"
+    if noise:
+        translate = _TRANSLATE_NOISE.format(t=timestep)
+    else:
+        # `step` runs once per element of the grid: unbind the real grid once; other methods index it
+        real = _REAL_ITEM_UNBOUND if name == "step" else _REAL_ITEM_INDEXED
+        translate = _TRANSLATE_SAMPLING.format(t=timestep, real=real)
+    track = ""
+    if name == "step" and not hasattr(parent, "set_begin_index"):  # DDPM / DDIM: the step index is ours
+        track = "    self._step_index = None if _index is None else _index + 1\n"
+    source = _METHOD_TEMPLATE.format(
+        name=name,
+        parameters=", ".join(parameters),
+        arguments=", ".join(arguments),
+        lookup=lookup.format(arguments=", ".join(arguments)),
+        translate=translate,
+        track=track,
+    )
+    exec(compile(source, f"<E-TSDM {parent.__name__}.{name}>", "exec"), namespace)  # noqa: S102
+    method = namespace[name]
     method.__doc__ = f"`{parent.__name__}.{name}` on the real timestep grid" + (
         " (timesteps are real; after `set_begin_index` the exposed timestep of the current step is "
         "translated to its real one)."
         if noise
         else " (a timestep of `timesteps` is translated to the real one at the same position)."
     )
-    return _copy_signature(method, parent_method)
+    method.__annotations__ = dict(getattr(parent_method, "__annotations__", {}))
+    method.__qualname__ = parent_method.__qualname__
+    method.__module__ = __name__
+    return method
 
 
 def _build_init(parent: type) -> Callable:
