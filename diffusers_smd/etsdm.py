@@ -72,6 +72,15 @@ class ETSDMSettings:
     threshold: int | float
     intervals: int
 
+    def __post_init__(self) -> None:
+        # numpy numbers become Python numbers, so that to_config() is always JSON-safe
+        for name in ("threshold", "intervals"):
+            value = getattr(self, name)
+            if _is_integer(value):
+                object.__setattr__(self, name, int(value))
+            elif isinstance(value, Real) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
+
     def __iter__(self):
         """``threshold, intervals = settings`` (the ``(threshold, intervals)`` tuple of diffusers-smd 0.1)."""
         return iter((self.threshold, self.intervals))

@@ -247,3 +247,33 @@ def test_only_methods_that_read_timestep_values_are_translated():
         if name not in ("DDPMScheduler", "DDIMScheduler"):  # the parents that keep a step index
             assert {"_init_step_index", "index_for_timestep"} <= methods, name
         assert methods & {"add_noise", "scale_noise"}, name
+
+
+def test_a_copied_scheduler_continues_the_loop_exactly():
+    """Training scripts deepcopy their scheduler (diffusers' SD3 script); pickling must keep the grids too."""
+    import copy
+    import pickle
+
+    import torch
+
+    scheduler = ETSDMDDIMScheduler(etsdm_threshold=500, etsdm_intervals=4)
+    scheduler.set_timesteps(8)
+    x = torch.ones(1, 1, 2, 2)
+    for t in scheduler.timesteps[:3]:
+        x = scheduler.step(0.1 * x, t, x).prev_sample
+    copies = [copy.deepcopy(scheduler), pickle.loads(pickle.dumps(scheduler))]
+    results = []
+    for s in [scheduler, *copies]:
+        y = x.clone()
+        for t in s.timesteps[3:]:
+            y = s.step(0.1 * y, t, y).prev_sample
+        results.append(y)
+        assert torch.equal(s.true_timesteps, scheduler.true_timesteps) and s.step_index == 8
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+
+
+def test_settings_hold_python_numbers():
+    settings = ETSDMSettings(np.int64(100), np.int32(5))
+    assert type(settings.threshold) is int and type(settings.intervals) is int
+    assert json.dumps(settings.to_config()) == '{"etsdm_threshold": 100, "etsdm_intervals": 5}'
+    assert type(ETSDMSettings(np.float32(0.5), 5).threshold) is float

@@ -109,7 +109,7 @@ class ETSDMSchedulerMixin:
                 continue
             if name in _PROVABLY_INDEX_BASED and not reads_timestep_values(parent, name):
                 continue  # the parent's own method is exact: it finds its start through _init_step_index
-            setattr(cls, name, _build_method(parent, name, noise=name in NOISE_METHODS))
+            setattr(cls, name, _build_method(cls, parent, name, noise=name in NOISE_METHODS))
             wrapped.append(name)
         cls._etsdm_translated_methods = tuple(wrapped)
         if cls._etsdm_owns_step_index:
@@ -342,7 +342,7 @@ _REAL_ITEM_UNBOUND = "(self._etsdm_true_items or self._unbind_true_grid())[_inde
 _REAL_ITEM_INDEXED = "self._etsdm_true[_index]"
 
 
-def _build_method(parent: type, name: str, *, noise: bool) -> Callable:
+def _build_method(cls: type, parent: type, name: str, *, noise: bool) -> Callable:
     """The parent's method, run on the real grid with its timestep argument translated.
 
     Generated with the parent's exact signature (pipelines inspect ``step`` for ``eta`` / ``generator``),
@@ -404,8 +404,8 @@ def _build_method(parent: type, name: str, *, noise: bool) -> Callable:
         else " (a timestep of `timesteps` is translated to the real one at the same position)."
     )
     method.__annotations__ = dict(getattr(parent_method, "__annotations__", {}))
-    method.__qualname__ = parent_method.__qualname__
-    method.__module__ = __name__
+    method.__qualname__ = f"{cls.__qualname__}.{name}"
+    method.__module__ = cls.__module__
     return method
 
 
