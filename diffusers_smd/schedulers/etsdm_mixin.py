@@ -385,7 +385,7 @@ def _build_method(cls: type, parent: type, name: str, *, noise: bool) -> Callabl
         real = _REAL_ITEM_UNBOUND if name == "step" else _REAL_ITEM_INDEXED
         translate = _TRANSLATE_SAMPLING.format(t=timestep, real=real)
     track = ""
-    if name == "step" and not hasattr(parent, "set_begin_index"):  # DDPM / DDIM: the step index is ours
+    if name == "step" and cls._etsdm_owns_step_index:  # DDPM / DDIM: the step index is ours
         track = "    self._step_index = None if _index is None else _index + 1\n"
     source = _METHOD_TEMPLATE.format(
         name=name,
