@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import math
+from fractions import Fraction
+from pathlib import Path
+
 import torch
-from diffusers import DDPMScheduler, UNet2DModel
+from diffusers import (
+    AutoencoderKL,
+    ControlNetModel,
+    DDPMScheduler,
+    SD3Transformer2DModel,
+    UNet2DConditionModel,
+    UNet2DModel,
+)
 from diffusers.models.unets.unet_2d import UNet2DOutput
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from diffusers_smd import SMDUNet2DModel
 
@@ -73,3 +86,182 @@ class MixtureNoiseUNet(UNet2DModel):
             mixture_noise = torch.randn(sample.shape, generator=generator, dtype=sample.dtype)
         output = super().forward(sample, timestep, class_labels).sample + 0.1 * mixture_noise
         return UNet2DOutput(sample=output) if return_dict else (output,)
+
+
+# ---- tiny Stable Diffusion family components (random weights, built locally, no network) ----------
+CLIP_HIDDEN = 16
+
+
+def tiny_clip_tokenizer(folder) -> CLIPTokenizer:
+    """A character-level CLIP tokenizer (a-z) written to ``folder``; prompts are at most 8 tokens."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for suffix in ("", "</w>"):
+        for letter in "abcdefghijklmnopqrstuvwxyz":
+            vocab[letter + suffix] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=8)
+
+
+def _clip_config(projection_dim: int = CLIP_HIDDEN) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=54,
+        hidden_size=CLIP_HIDDEN,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=8,
+        projection_dim=projection_dim,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
+
+
+def tiny_vae(latent_channels: int = 4, **kwargs) -> AutoencoderKL:
+    """A one-block AutoencoderKL (scale factor 1: an 8x8 image has 8x8 latents)."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8,),
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+        latent_channels=latent_channels,
+        norm_num_groups=4,
+        sample_size=8,
+        **kwargs,
+    )
+
+
+def tiny_sd_unet(cross_attention_dim: int = CLIP_HIDDEN, **kwargs) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        norm_num_groups=4,
+        attention_head_dim=2,
+        **kwargs,
+    )
+
+
+def tiny_sd_components(folder, seed: int = 0) -> dict:
+    """Components of ``StableDiffusionPipeline`` (and img2img / inpaint with a 4-channel UNet), scheduler excluded."""
+    torch.manual_seed(seed)
+    return {
+        "vae": tiny_vae(),
+        "text_encoder": CLIPTextModel(_clip_config()).eval(),
+        "tokenizer": tiny_clip_tokenizer(folder),
+        "unet": perturb(tiny_sd_unet(), seed),
+        "safety_checker": None,
+        "feature_extractor": None,
+        "requires_safety_checker": False,
+    }
+
+
+def tiny_controlnet(unet: UNet2DConditionModel, seed: int = 0) -> ControlNetModel:
+    """A ControlNet copied from ``unet`` whose zero-initialised convolutions are perturbed (so it matters)."""
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8,))
+    return perturb(controlnet, seed + 1)
+
+
+def tiny_sdxl_components(folder, seed: int = 0) -> dict:
+    """Components of ``StableDiffusionXLPipeline`` (two CLIP encoders, text-time UNet), scheduler excluded."""
+    torch.manual_seed(seed)
+    unet = tiny_sd_unet(
+        cross_attention_dim=2 * CLIP_HIDDEN,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=4,
+        projection_class_embeddings_input_dim=CLIP_HIDDEN + 6 * 4,
+    )
+    tokenizer = tiny_clip_tokenizer(folder)
+    return {
+        "vae": tiny_vae(),
+        "text_encoder": CLIPTextModel(_clip_config()).eval(),
+        "text_encoder_2": CLIPTextModelWithProjection(_clip_config()).eval(),
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer,
+        "unet": perturb(unet, seed),
+        "add_watermarker": False,
+    }
+
+
+def tiny_sd3_components(folder, seed: int = 0) -> dict:
+    """Components of ``StableDiffusion3Pipeline`` without T5 (``text_encoder_3=None``), scheduler excluded."""
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        caption_projection_dim=16,
+        joint_attention_dim=2 * CLIP_HIDDEN,
+        pooled_projection_dim=2 * CLIP_HIDDEN,
+        out_channels=4,
+    )
+    tokenizer = tiny_clip_tokenizer(folder)
+    return {
+        "transformer": perturb(transformer, seed),
+        "vae": tiny_vae(
+            shift_factor=0.0609, scaling_factor=1.5035, use_quant_conv=False, use_post_quant_conv=False
+        ),
+        "text_encoder": CLIPTextModelWithProjection(_clip_config()).eval(),
+        "text_encoder_2": CLIPTextModelWithProjection(_clip_config()).eval(),
+        "text_encoder_3": None,
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer,
+        "tokenizer_3": None,
+    }
+
+
+# ---- the E-TSDM rule written independently, and the hook that feeds it to a network ------------------
+def reference_rule(t, threshold, intervals):
+    """f(t) for one Python number: t above the threshold, else the left end of its sub-interval.
+
+    Integer timesteps get the first integer of the sub-interval (ceil of the left end).
+    """
+    if t >= threshold:
+        return t
+    width = Fraction(threshold) / intervals
+    left = math.floor(Fraction(t) / width) * width
+    return math.ceil(left) if isinstance(t, int) else float(left)
+
+
+def reference_condition(timestep, threshold, intervals):
+    """Apply :func:`reference_rule` to a timestep as a network receives it (number or tensor of any shape)."""
+    if not isinstance(timestep, torch.Tensor):
+        return reference_rule(timestep, threshold, intervals)
+    values = [reference_rule(v, threshold, intervals) for v in timestep.flatten().tolist()]
+    return torch.tensor(values, dtype=timestep.dtype, device=timestep.device).reshape(timestep.shape)
+
+
+def condition_hook(module: torch.nn.Module, threshold=None, intervals=None):
+    """Record the timestep every call of ``module`` receives; with a threshold, first replace it by f(t).
+
+    A forward pre-hook (the independent E-TSDM reference): the timestep is the second positional argument or
+    the ``timestep`` keyword, as diffusers pipelines pass it. Returns ``(seen, handle)``.
+    """
+    seen = []
+
+    def hook(_, args, kwargs):
+        args = list(args)
+        positional = len(args) > 1
+        timestep = args[1] if positional else kwargs["timestep"]
+        if threshold is not None:
+            timestep = reference_condition(timestep, threshold, intervals)
+            if positional:
+                args[1] = timestep
+            else:
+                kwargs["timestep"] = timestep
+        seen.append(timestep.tolist() if isinstance(timestep, torch.Tensor) else timestep)
+        return tuple(args), kwargs
+
+    return seen, module.register_forward_pre_hook(hook, with_kwargs=True)

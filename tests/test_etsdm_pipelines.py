@@ -1,225 +1,212 @@
 """E-TSDM schedulers inside stock diffusers pipelines, and config / save-load round trips.
 
-Every pipeline run is compared with the same stock pipeline driven by the PLAIN parent scheduler
-and a UNet whose timestep argument is rewritten to f(t) by a hook (the independent reference).
+Every pipeline run with an E-TSDM scheduler is compared with the same stock pipeline driven by the PLAIN
+parent scheduler and a network (UNet, ControlNet, SD3 transformer) whose timestep argument is rewritten to
+f(t) by a forward pre-hook (the independent reference, ``tests.pipeline_testing.condition_hook``): the
+images must be identical, and so must the timesteps every network call received (both calls of a
+second-order step included).
 """
 
+import inspect
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
 import torch
 from diffusers import (
-    AutoencoderKL,
     DDIMPipeline,
     DDIMScheduler,
     DDPMPipeline,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    StableDiffusion3Img2ImgPipeline,
+    StableDiffusion3Pipeline,
+    StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
-    UNet2DConditionModel,
-    UNet2DModel,
+    StableDiffusionXLPipeline,
 )
 from diffusers.utils import logging as diffusers_logging
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from diffusers_smd import ETSDMDDIMScheduler, ETSDMDDPMScheduler, ETSDMDPMSolverMultistepScheduler
+from diffusers_smd import (
+    ETSDM_VARIANTS,
+    ETSDMDDIMScheduler,
+    ETSDMDDPMScheduler,
+    ETSDMFlowMatchEulerDiscreteScheduler,
+    ETSDMSettings,
+)
+from tests.pipeline_testing import (
+    condition_hook,
+    reference_condition,
+    seeded,
+    tiny_controlnet,
+    tiny_sd3_components,
+    tiny_sd_components,
+    tiny_sdxl_components,
+    tiny_unet,
+)
 
-PAIRS = [
-    (DDPMScheduler, ETSDMDDPMScheduler),
-    (DDIMScheduler, ETSDMDDIMScheduler),
-    (DPMSolverMultistepScheduler, ETSDMDPMSolverMultistepScheduler),
-]
-PAIR_IDS = [p.__name__ for p, _ in PAIRS]
+PAIRS = sorted(ETSDM_VARIANTS.items(), key=lambda pair: pair[0].__name__)
+PAIR_IDS = [parent.__name__ for parent, _ in PAIRS]
+DISCRETE = [(p, v) for p, v in PAIRS if v.etsdm_integer_timesteps]
+DISCRETE_IDS = [p.__name__ for p, _ in DISCRETE]
 
-
-def reference_condition(t: int) -> int:
-    """The paper's default rule (T=1000, threshold 100, 5 intervals), written independently."""
-    return t if t >= 100 else (t // 20) * 20
-
-
-def record_timesteps(unet, condition=None):
-    """Record the timestep every UNet call receives; with `condition`, first rewrite it to condition(t)."""
-    seen = []
-
-    def hook(module, args, kwargs):
-        args = list(args)
-        t = args[1] if len(args) > 1 else kwargs["timestep"]
-        if condition is not None:
-            t = torch.tensor(condition(int(t)))
-            if len(args) > 1:
-                args[1] = t
-            else:
-                kwargs["timestep"] = t
-        seen.append(int(t))
-        return tuple(args), kwargs
-
-    handle = unet.register_forward_pre_hook(hook, with_kwargs=True)
-    return seen, handle
-
-
-def tiny_unet2d():
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
+# A Stable Diffusion scheduler config; each class takes the keys it knows.
+SD_SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "steps_offset": 1,
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+}
+# half the range shared in 4 groups of 125, so that 5-step grids have shared conditions
+THRESHOLD, INTERVALS = 500, 4
+STEPS = 5
+IMAGE = np.random.default_rng(0).random((1, 8, 8, 3)).astype(np.float32)
+MASK = (np.random.default_rng(1).random((1, 8, 8, 1)) > 0.5).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
-def sd_components(tmp_path_factory):
-    """Tiny random Stable Diffusion parts built locally: UNet, VAE, CLIP text encoder and tokenizer."""
-    folder = tmp_path_factory.mktemp("tokenizer")
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for suffix in ("", "</w>"):
-        for letter in "abcdefghijklmnopqrstuvwxyz":
-            vocab[letter + suffix] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=8)
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(vocab),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=8,
-            projection_dim=16,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16,
-        norm_num_groups=4,
-        attention_head_dim=2,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8,),
-        down_block_types=("DownEncoderBlock2D",),
-        up_block_types=("UpDecoderBlock2D",),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=8,
-    )
+def components(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tokenizers")
+    sd = tiny_sd_components(folder / "sd")
     return {
-        "vae": vae,
-        "text_encoder": text_encoder,
-        "tokenizer": tokenizer,
-        "unet": unet,
-        "safety_checker": None,
-        "feature_extractor": None,
-        "requires_safety_checker": False,
+        "sd": sd,
+        "controlnet": {**sd, "controlnet": tiny_controlnet(sd["unet"])},
+        "sdxl": tiny_sdxl_components(folder / "sdxl"),
+        "sd3": tiny_sd3_components(folder / "sd3"),
     }
 
 
-def run_pipeline(pipeline_class, components, scheduler, condition=None, **call_kwargs):
-    pipe = pipeline_class(**components, scheduler=scheduler)
+def run_pipeline(pipeline_class, parts, scheduler, networks, reference=False, **call_kwargs):
+    """Images and the timesteps each network saw; ``reference``: the networks get f(t) through a hook."""
+    pipe = pipeline_class(**parts, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
-    seen, handle = record_timesteps(pipe.unet, condition)
+    rule = (THRESHOLD, INTERVALS) if reference else (None, None)
+    hooks = [condition_hook(getattr(pipe, name), *rule) for name in networks]
     try:
-        output = pipe(generator=torch.Generator().manual_seed(0), output_type="np", **call_kwargs)
+        images = pipe(generator=seeded(0), output_type="np", **call_kwargs).images
     finally:
-        handle.remove()
-    return output.images, seen, pipe.scheduler
+        for _, handle in hooks:
+            handle.remove()
+    return images, [seen for seen, _ in hooks], pipe.scheduler
 
 
-STEPS = 12  # real grids then hold 83 or 84 (-> condition 80), so the rule is visible in every run
-
-
-def test_ddpm_pipeline_conditions_the_unet_on_shared_timesteps():
-    unet = tiny_unet2d()
-    images, seen, scheduler = run_pipeline(
-        DDPMPipeline, {"unet": unet}, ETSDMDDPMScheduler(), batch_size=2, num_inference_steps=STEPS
-    )
-    real = scheduler.true_timesteps.tolist()
-    assert seen == [reference_condition(t) for t in real] and seen != real
-    expected, reference_seen, _ = run_pipeline(
-        DDPMPipeline,
-        {"unet": unet},
-        DDPMScheduler(),
-        reference_condition,
-        batch_size=2,
-        num_inference_steps=STEPS,
-    )
-    assert reference_seen == seen
-    np.testing.assert_array_equal(images, expected)
-
-
-@pytest.mark.parametrize(("parent", "etsdm"), PAIRS, ids=PAIR_IDS)
-def test_stable_diffusion_pipeline_swap(sd_components, parent, etsdm):
-    kwargs = {"prompt": "a cat", "num_inference_steps": STEPS, "height": 8, "width": 8, "guidance_scale": 2.0}
-    scheduler = etsdm.from_config(parent().config)
-    images, seen, used = run_pipeline(StableDiffusionPipeline, sd_components, scheduler, **kwargs)
+def assert_same_images_as_the_hooked_parent(
+    pipeline_class, parts, parent, variant, networks, config, **kwargs
+):
+    scheduler = variant.from_config(config, etsdm_threshold=THRESHOLD, etsdm_intervals=INTERVALS)
+    images, seen, used = run_pipeline(pipeline_class, parts, scheduler, networks, **kwargs)
     assert used is scheduler
-    real = scheduler.true_timesteps.tolist()
-    assert seen == [reference_condition(t) for t in real] and seen != real
-    expected, _, _ = run_pipeline(
-        StableDiffusionPipeline, sd_components, parent(), reference_condition, **kwargs
+    assert not torch.equal(scheduler.timesteps, scheduler.true_timesteps)  # the rule changed some conditions
+    reference = parent.from_config(config)
+    expected, expected_seen, _ = run_pipeline(
+        pipeline_class, parts, reference, networks, reference=True, **kwargs
     )
+    assert torch.equal(scheduler.true_timesteps, reference.timesteps)
+    assert seen == expected_seen and len(seen[0]) > 0
     np.testing.assert_array_equal(images, expected)
 
 
-@pytest.mark.parametrize(("parent", "etsdm"), PAIRS, ids=PAIR_IDS)
-def test_img2img_strength_starts_at_the_begin_index(sd_components, parent, etsdm):
-    # strength 0.2 of 12 steps: the last two steps run; the first of them has real t 84 (DDPM/DDIM with
-    # SD's steps_offset 1) exposed as 80, so add_noise gets an EXPOSED timestep and must use the real one
-    image = np.random.default_rng(0).random((1, 8, 8, 3)).astype(np.float32)
-    kwargs = {
-        "prompt": "a cat",
-        "image": image,
-        "strength": 0.2,
-        "num_inference_steps": STEPS,
-        "guidance_scale": 2.0,
-    }
-    scheduler = etsdm.from_config(parent().config)
-    images, seen, _ = run_pipeline(StableDiffusionImg2ImgPipeline, sd_components, scheduler, **kwargs)
-    assert scheduler.begin_index == STEPS - 2
-    real = scheduler.true_timesteps[STEPS - 2 :].tolist()
-    assert seen == [reference_condition(t) for t in real] and seen != real
-    expected, _, _ = run_pipeline(
-        StableDiffusionImg2ImgPipeline, sd_components, parent(), reference_condition, **kwargs
+PROMPT = {"prompt": "a cat", "num_inference_steps": STEPS, "guidance_scale": 2.0}
+STOCK_PIPELINES = {
+    "txt2img": (StableDiffusionPipeline, "sd", ("unet",), {"height": 8, "width": 8}),
+    "img2img": (StableDiffusionImg2ImgPipeline, "sd", ("unet",), {"image": IMAGE, "strength": 0.6}),
+    "inpaint": (
+        StableDiffusionInpaintPipeline,
+        "sd",
+        ("unet",),
+        {"image": IMAGE, "mask_image": MASK, "strength": 0.7, "height": 8, "width": 8},
+    ),
+    "sdxl": (StableDiffusionXLPipeline, "sdxl", ("unet",), {"height": 8, "width": 8}),
+    "controlnet": (
+        StableDiffusionControlNetPipeline,
+        "controlnet",
+        ("unet", "controlnet"),
+        {"image": IMAGE, "height": 8, "width": 8},
+    ),
+}
+
+
+@pytest.mark.parametrize("pipeline", list(STOCK_PIPELINES))
+@pytest.mark.parametrize(("parent", "variant"), DISCRETE, ids=DISCRETE_IDS)
+def test_stable_diffusion_pipelines_give_the_parents_images_with_the_network_at_f_t(
+    components, pipeline, parent, variant
+):
+    pipeline_class, parts, networks, kwargs = STOCK_PIPELINES[pipeline]
+    assert_same_images_as_the_hooked_parent(
+        pipeline_class, components[parts], parent, variant, networks, SD_SCHEDULER_CONFIG, **PROMPT, **kwargs
     )
-    np.testing.assert_array_equal(images, expected)
 
 
-@pytest.mark.parametrize(("parent", "etsdm"), PAIRS, ids=PAIR_IDS)
-def test_add_noise_with_an_exposed_timestep_after_set_begin_index(parent, etsdm):
-    scheduler, reference = etsdm(), parent()
+@pytest.mark.parametrize(
+    ("pipeline_class", "kwargs"),
+    [
+        (StableDiffusion3Pipeline, {"height": 8, "width": 8}),
+        (StableDiffusion3Img2ImgPipeline, {"image": IMAGE, "strength": 0.6}),
+    ],
+    ids=["sd3", "sd3-img2img"],
+)
+def test_sd3_pipelines_with_flow_matching(components, pipeline_class, kwargs):
+    # SD3 feeds the transformer `timestep=t.expand(batch)` (float sigma * 1000); img2img uses scale_noise
+    config = {"num_train_timesteps": 1000, "shift": 3.0}
+    assert_same_images_as_the_hooked_parent(
+        pipeline_class,
+        components["sd3"],
+        FlowMatchEulerDiscreteScheduler,
+        ETSDMFlowMatchEulerDiscreteScheduler,
+        ("transformer",),
+        config,
+        max_sequence_length=8,
+        **PROMPT,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(("parent", "variant"), PAIRS, ids=PAIR_IDS)
+def test_ddpm_pipeline_gives_the_parents_images_with_the_unet_at_f_t(parent, variant):
+    """DDPMPipeline passes `generator` to every step; parents whose step refuses it fail alike."""
+    parts = {"unet": tiny_unet()}
+    call = {"batch_size": 2, "num_inference_steps": 12}
+    try:
+        run_pipeline(DDPMPipeline, parts, parent(), ("unet",), reference=True, **call)
+    except TypeError as error:
+        scheduler = variant(etsdm_threshold=THRESHOLD, etsdm_intervals=INTERVALS)
+        with pytest.raises(TypeError, match=re.escape(str(error))):
+            run_pipeline(DDPMPipeline, parts, scheduler, ("unet",), **call)
+        return
+    assert_same_images_as_the_hooked_parent(DDPMPipeline, parts, parent, variant, ("unet",), {}, **call)
+
+
+@pytest.mark.parametrize(("parent", "variant"), PAIRS, ids=PAIR_IDS)
+def test_add_noise_with_an_exposed_timestep_after_set_begin_index(parent, variant):
+    scheduler, reference = variant(), parent()
     for s in (scheduler, reference):
-        s.set_timesteps(100)  # e.g. real ..., 30, 20, 10, 0 exposed as ..., 20, 20, 0, 0
+        s.set_timesteps(40)  # e.g. real ..., 75, 50, 25, 0 exposed as ..., 60, 40, 20, 0
     index = int((scheduler.timesteps != scheduler.true_timesteps).nonzero()[0])
     x0, noise = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
     scheduler.set_begin_index(index)
-    got = scheduler.add_noise(x0, noise, scheduler.timesteps[index : index + 1].repeat(2))
     if hasattr(reference, "set_begin_index"):
         reference.set_begin_index(index)
-    expected = reference.add_noise(x0, noise, reference.timesteps[index : index + 1].repeat(2))
+    exposed, real = (
+        scheduler.timesteps[index : index + 1].repeat(2),
+        reference.timesteps[index : index + 1].repeat(2),
+    )
+    if hasattr(reference, "scale_noise"):  # flow matching
+        got, expected = scheduler.scale_noise(x0, exposed, noise), reference.scale_noise(x0, real, noise)
+    else:
+        got, expected = scheduler.add_noise(x0, noise, exposed), reference.add_noise(x0, noise, real)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
 def test_ddim_pipeline_replacement_warns_and_assignment_keeps_etsdm(caplog):
-    unet = tiny_unet2d()
+    unet = tiny_unet()
     diffusers_logging.enable_propagation()
     try:
         with caplog.at_level(logging.WARNING):
@@ -231,45 +218,68 @@ def test_ddim_pipeline_replacement_warns_and_assignment_keeps_etsdm(caplog):
     # supported path: assign after construction
     pipe.scheduler = ETSDMDDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    seen, handle = record_timesteps(pipe.unet)
-    pipe(num_inference_steps=STEPS, generator=torch.Generator().manual_seed(0), output_type="np")
+    ((seen, handle),) = [condition_hook(pipe.unet)]
+    pipe(num_inference_steps=12, generator=seeded(0), output_type="np")
     handle.remove()
-    assert seen == [reference_condition(t) for t in pipe.scheduler.true_timesteps.tolist()]
+    assert seen == [reference_condition(t, 100, 5) for t in pipe.scheduler.true_timesteps.tolist()]
     assert pipe.config.scheduler[1] == "ETSDMDDIMScheduler"
 
 
-@pytest.mark.parametrize(("parent", "etsdm"), PAIRS, ids=PAIR_IDS)
-def test_from_config_and_save_load_round_trips(tmp_path, parent, etsdm):
-    # plain config -> E-TSDM (defaults on), for every plain config kind
-    for plain in (DDPMScheduler(), DDIMScheduler(), DPMSolverMultistepScheduler()):
-        swapped = etsdm.from_config(plain.config)
-        assert type(swapped) is etsdm and swapped.etsdm_settings == (100, 5) and swapped.etsdm_enabled
-    scheduler = etsdm(
-        num_train_timesteps=500, etsdm_threshold=40, etsdm_intervals=4, prediction_type="v_prediction"
-    )
+@pytest.mark.parametrize(("parent", "variant"), PAIRS, ids=PAIR_IDS)
+def test_from_config_and_save_load_round_trips(tmp_path, parent, variant):
+    family = [p for p, v in PAIRS if v.etsdm_integer_timesteps == variant.etsdm_integer_timesteps]
+    default = 100 if variant.etsdm_integer_timesteps else 100.0
+    # a plain config of any scheduler of the family -> E-TSDM with the default settings
+    for plain_class in family[:4]:
+        swapped = variant.from_config(plain_class().config)
+        assert type(swapped) is variant and swapped.etsdm_settings == ETSDMSettings(default, 5)
+        assert swapped.etsdm_enabled
+    takes_prediction_type = "prediction_type" in inspect.signature(parent.__init__).parameters
+    extra = {"prediction_type": "v_prediction"} if takes_prediction_type else {"shift": 2.0}
+    scheduler = variant(num_train_timesteps=500, etsdm_threshold=40, etsdm_intervals=4, **extra)
     scheduler.save_pretrained(tmp_path / "etsdm")
     saved = json.loads((tmp_path / "etsdm" / "scheduler_config.json").read_text())
-    assert saved["_class_name"] == etsdm.__name__
+    assert saved["_class_name"] == variant.__name__
     assert (saved["etsdm_threshold"], saved["etsdm_intervals"]) == (40, 4)
-    loaded = etsdm.from_pretrained(tmp_path / "etsdm")
-    assert loaded.etsdm_settings == (40, 4) and loaded.config.prediction_type == "v_prediction"
+    loaded = variant.from_pretrained(tmp_path / "etsdm")
+    assert loaded.etsdm_settings == ETSDMSettings(40, 4)
     public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
     assert public(loaded.config) == public(scheduler.config)
     # back to the plain class, saved, and to E-TSDM again: the settings survive as hidden config
     plain = parent.from_pretrained(tmp_path / "etsdm")
     assert type(plain) is parent and plain.config.num_train_timesteps == 500
     plain.save_pretrained(tmp_path / "plain")
-    again = etsdm.from_pretrained(tmp_path / "plain")
-    assert again.etsdm_settings == (40, 4)
-    # a default-settings scheduler round-trips too (threshold None -> T // 10)
-    default = etsdm.from_config(etsdm(num_train_timesteps=200).config)
-    assert default.etsdm_settings == (20, 5)
+    again = variant.from_pretrained(tmp_path / "plain")
+    assert again.etsdm_settings == ETSDMSettings(40, 4)
+    # a default-settings scheduler round-trips too (threshold None -> a tenth of the range)
+    default_settings = variant.from_config(variant(num_train_timesteps=200).config).etsdm_settings
+    assert default_settings == ETSDMSettings(20, 5)
+    # `compatibles` offers the parent and every variant of the family
+    assert parent in scheduler.compatibles
+    assert {v for p, v in PAIRS if p in family} <= set(scheduler.compatibles)
+
+
+@pytest.mark.parametrize("integer_timesteps", [True, False], ids=["discrete", "flow-matching"])
+def test_swapping_between_variants_keeps_the_settings(integer_timesteps):
+    family = [v for _, v in PAIRS if v.etsdm_integer_timesteps == integer_timesteps]
+    config = family[0](num_train_timesteps=200, etsdm_threshold=40, etsdm_intervals=4).config
+    for variant in family:
+        swapped = variant.from_config(config)
+        assert swapped.etsdm_settings == ETSDMSettings(40, 4)
+        config = swapped.config  # chain the swaps
 
 
 def test_pipeline_save_and_load_keeps_the_etsdm_scheduler(tmp_path):
-    pipe = DDPMPipeline(unet=tiny_unet2d(), scheduler=ETSDMDDPMScheduler(etsdm_threshold=50))
+    pipe = DDPMPipeline(unet=tiny_unet(), scheduler=ETSDMDDPMScheduler(etsdm_threshold=50))
     pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["scheduler"] == ["diffusers_smd", "ETSDMDDPMScheduler"]
     loaded = DDPMPipeline.from_pretrained(tmp_path)
-    assert type(loaded.scheduler) is ETSDMDDPMScheduler and loaded.scheduler.etsdm_settings == (50, 5)
+    assert type(loaded.scheduler) is ETSDMDDPMScheduler
+    assert loaded.scheduler.etsdm_settings == ETSDMSettings(50, 5)
+
+
+def test_stock_schedulers_do_not_list_the_variants():
+    # diffusers' own classes are untouched: only the variants know about each other
+    assert not any(v in DDPMScheduler().compatibles for v in ETSDM_VARIANTS.values())
+    assert DPMSolverMultistepScheduler in ETSDMDDIMScheduler().compatibles

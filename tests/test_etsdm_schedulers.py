@@ -6,9 +6,18 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from diffusers_smd import ETSDMDDIMScheduler, ETSDMDDPMScheduler, ETSDMDPMSolverMultistepScheduler
+from diffusers_smd import (
+    ETSDM_VARIANTS,
+    ETSDMDDIMScheduler,
+    ETSDMDDPMScheduler,
+    ETSDMDPMSolverMultistepScheduler,
+    ETSDMFlowMatchEulerDiscreteScheduler,
+    ETSDMSettings,
+)
 
 SHAPE = (2, 3, 4, 4)
+# every variant whose threshold counts integer training timesteps (all but flow matching)
+DISCRETE_VARIANTS = [v for v in ETSDM_VARIANTS.values() if v.etsdm_integer_timesteps]
 # dpmsolver / sde-dpmsolver are deprecated in diffusers but still supported; keep the log quiet
 pytestmark = pytest.mark.filterwarnings("ignore:.*algorithm_type.*:FutureWarning")
 
@@ -156,7 +165,7 @@ def test_condition_timesteps_for_training_loops():
         assert cls().condition_timesteps(t).tolist() == [reference_condition(v) for v in t]
         assert torch.equal(cls(etsdm_intervals=0).condition_timesteps(t), t)
     scheduler = ETSDMDDPMScheduler(num_train_timesteps=500)  # default threshold scales: 50, width 10
-    assert scheduler.etsdm_settings == (50, 5)
+    assert scheduler.etsdm_settings == ETSDMSettings(50, 5)
     assert scheduler.condition_timesteps(torch.tensor([9, 10, 49, 50])).tolist() == [0, 10, 40, 50]
 
 
@@ -175,7 +184,7 @@ def test_add_noise_in_training_uses_the_real_timestep():
         {"etsdm_threshold": "100"},
     ],
 )
-@pytest.mark.parametrize("cls", [ETSDMDDPMScheduler, ETSDMDDIMScheduler, ETSDMDPMSolverMultistepScheduler])
+@pytest.mark.parametrize("cls", DISCRETE_VARIANTS, ids=lambda cls: cls.__name__)
 def test_bad_threshold_fails_at_construction(cls, bad):
     with pytest.raises(ValueError, match="etsdm_threshold"):
         cls(**bad)
@@ -191,7 +200,17 @@ def test_bad_threshold_fails_at_construction(cls, bad):
         {"num_train_timesteps": 30},  # default threshold 3 < default 5 intervals
     ],
 )
-@pytest.mark.parametrize("cls", [ETSDMDDPMScheduler, ETSDMDDIMScheduler, ETSDMDPMSolverMultistepScheduler])
+@pytest.mark.parametrize("cls", DISCRETE_VARIANTS, ids=lambda cls: cls.__name__)
 def test_bad_intervals_fail_at_construction(cls, bad):
     with pytest.raises(ValueError, match=r"etsdm_intervals.*(>= 0|\[0, \d+\])"):
         cls(**bad)
+
+
+def test_flow_matching_takes_a_float_threshold_and_refuses_bad_ones():
+    assert ETSDMFlowMatchEulerDiscreteScheduler(etsdm_threshold=50.5).etsdm_settings == (50.5, 5)
+    assert ETSDMFlowMatchEulerDiscreteScheduler().etsdm_settings == (100.0, 5)
+    for bad in ({"etsdm_threshold": -1.0}, {"etsdm_threshold": 1000.5}, {"etsdm_threshold": float("nan")}):
+        with pytest.raises(ValueError, match="etsdm_threshold"):
+            ETSDMFlowMatchEulerDiscreteScheduler(**bad)
+    with pytest.raises(ValueError, match="etsdm_intervals"):
+        ETSDMFlowMatchEulerDiscreteScheduler(etsdm_intervals=1.5)

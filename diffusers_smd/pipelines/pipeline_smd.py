@@ -11,10 +11,14 @@ from diffusers import DiffusionPipeline, ModelMixin, SchedulerMixin, UNet2DModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..models import SMDUNet2DModel, accepts_mixture_noise
+from ..schedulers import ETSDM_CONFIG_KEYS, ETSDMSchedulerMixin, convert_to_etsdm, etsdm_settings_from_config
 from .loading import write_loading_shims
+
+logger = logging.get_logger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 # The denoisers SMDPipeline drives: diffusers' UNet2DModel and the SMD wrapper around it.
@@ -34,6 +38,12 @@ class SMDPipeline(DiffusionPipeline):
     of the sample's shape is drawn at every step from the call's ``generator``, so one seed fixes the
     whole run. E-TSDM schedulers expose the condition timesteps ``f(t)`` in ``timesteps`` and step on
     the real grid by index, so the loop is the stock one: ``unet(x, t)``, ``scheduler.step(out, t, x)``.
+
+    A model trained with E-TSDM is never sampled at the wrong time condition: the pipeline remembers the
+    E-TSDM settings its scheduler config records (an E-TSDM scheduler, or a stock one built with
+    ``from_config`` from such a config), keeps that record in any scheduler assigned later (so
+    ``save_pretrained`` writes it), and at call time converts a stock scheduler to its E-TSDM variant with
+    those settings (logging a warning), or refuses one that has no variant.
 
     Args:
         unet ([`UNet2DModel`] or [`SMDUNet2DModel`]): the denoiser.
@@ -69,6 +79,47 @@ class SMDPipeline(DiffusionPipeline):
                 f"`scheduler` must be a diffusers scheduler (a SchedulerMixin such as DDPMScheduler, "
                 f"DDIMScheduler, DPMSolverMultistepScheduler or an E-TSDM scheduler); got {type(scheduler).__name__}."
             )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "scheduler" and isinstance(value, SchedulerMixin):
+            self._remember_etsdm(value)
+        super().__setattr__(name, value)
+
+    def _remember_etsdm(self, scheduler: SchedulerMixin) -> None:
+        """Keep how the model was trained (its E-TSDM settings) across scheduler swaps.
+
+        A scheduler that records E-TSDM settings (switched on or off) replaces the record; one that records
+        none (e.g. ``EulerDiscreteScheduler()``) gets the remembered settings as config keys, the way
+        ``from_config`` keeps them, so a saved pipeline still records them.
+        """
+        if isinstance(scheduler, ETSDMSchedulerMixin) or any(
+            key in scheduler.config for key in ETSDM_CONFIG_KEYS
+        ):
+            self.__dict__["_etsdm_training"] = etsdm_settings_from_config(scheduler)
+        elif self.__dict__.get("_etsdm_training") is not None:
+            scheduler.register_to_config(**self._etsdm_training.to_config())
+
+    def _use_etsdm_scheduler(self) -> None:
+        """Convert a stock scheduler to its E-TSDM variant when the model was trained with E-TSDM (else refuse it)."""
+        settings = self.__dict__.get("_etsdm_training")
+        scheduler = self.scheduler
+        if settings is None or isinstance(scheduler, ETSDMSchedulerMixin):
+            return
+        name = type(scheduler).__name__
+        trained = f"this model was trained with E-TSDM (etsdm_threshold={settings.threshold}, etsdm_intervals={settings.intervals})"
+        try:
+            converted = convert_to_etsdm(scheduler, settings)
+        except ValueError as error:
+            raise ValueError(
+                f"`scheduler`: {trained}, so {name} would query the network at the wrong time condition, and {error}"
+            ) from error
+        variant = type(converted).__name__
+        logger.warning(
+            f"SMDPipeline: {trained}; sampling with {variant} instead of {name} so the network sees the shared "
+            f"timesteps it was trained with. To sample without E-TSDM on purpose, assign "
+            f"{variant}.from_config(pipe.scheduler.config, etsdm_intervals=0)."
+        )
+        self.scheduler = converted
 
     def save_config(self, save_directory: str, push_to_hub: bool = False, **kwargs: Any) -> None:
         """Write ``model_index.json`` and the loader shims that let diffusers find this package's classes."""
@@ -243,6 +294,7 @@ class SMDPipeline(DiffusionPipeline):
             output_type,
             callback_on_step_end_tensor_inputs,
         )
+        self._use_etsdm_scheduler()
         device = self._execution_device
         dtype = self.unet.dtype
         labels = self._prepare_class_labels(class_labels, batch_size, device)
