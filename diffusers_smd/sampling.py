@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,8 @@ __all__ = [
     "trained_with_etsdm",
 ]
 
+logger = logging.getLogger(__name__)
+
 AUTO = "auto"
 ETSDM_PREFIX = "etsdm-"
 
@@ -61,12 +64,20 @@ class SamplerSpec:
 
 
 #: Sampler name -> spec. ``etsdm-<name>`` names the E-TSDM variant of each (see :func:`scheduler_choices`).
+#: The DDPM-family samplers a model trained here can use (LCM / TCD need consistency-distilled models and the
+#: flow-matching Euler a flow model, so they are left out; their E-TSDM variants exist in the library).
 SCHEDULERS: dict[str, SamplerSpec] = {
     "ddpm": SamplerSpec("DDPMScheduler"),
     "ddim": SamplerSpec("DDIMScheduler"),
     "dpmsolver++": SamplerSpec("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "dpmsolver-singlestep": SamplerSpec("DPMSolverSinglestepScheduler"),
     "unipc": SamplerSpec("UniPCMultistepScheduler"),
+    "deis": SamplerSpec("DEISMultistepScheduler"),
     "euler": SamplerSpec("EulerDiscreteScheduler"),
+    "euler-ancestral": SamplerSpec("EulerAncestralDiscreteScheduler"),
+    "heun": SamplerSpec("HeunDiscreteScheduler"),
+    "kdpm2": SamplerSpec("KDPM2DiscreteScheduler"),
+    "lms": SamplerSpec("LMSDiscreteScheduler"),
 }
 DEFAULT_SAMPLER = "dpmsolver++"
 
@@ -76,14 +87,9 @@ class NonFiniteSamplesError(ValueError):
 
 
 def _etsdm_variant(scheduler_class: type) -> type | None:
-    from . import schedulers
+    from .schedulers import ETSDM_VARIANTS
 
-    variants = {
-        "DDPMScheduler": schedulers.ETSDMDDPMScheduler,
-        "DDIMScheduler": schedulers.ETSDMDDIMScheduler,
-        "DPMSolverMultistepScheduler": schedulers.ETSDMDPMSolverMultistepScheduler,
-    }
-    return variants.get(scheduler_class.__name__)
+    return ETSDM_VARIANTS.get(scheduler_class)
 
 
 def scheduler_choices() -> list[str]:
@@ -94,10 +100,9 @@ def scheduler_choices() -> list[str]:
 
 def trained_with_etsdm(scheduler_config: Any) -> bool:
     """Whether a pipeline's scheduler config records E-TSDM settings (the model was trained with E-TSDM)."""
-    return (
-        scheduler_config.get("etsdm_threshold") is not None
-        and scheduler_config.get("etsdm_intervals", 0) != 0
-    )
+    from .schedulers import etsdm_settings_from_config
+
+    return etsdm_settings_from_config(scheduler_config) is not None
 
 
 def make_scheduler(name: str, base_config: Any) -> tuple[Any, str]:
@@ -113,7 +118,14 @@ def make_scheduler(name: str, base_config: Any) -> tuple[Any, str]:
     if name not in choices:
         raise ValueError(f"--scheduler must be one of {choices}, got {name!r}")
     base_name = DEFAULT_SAMPLER if name == AUTO else name.removeprefix(ETSDM_PREFIX)
-    wants_etsdm = name.startswith(ETSDM_PREFIX) or trained_with_etsdm(base_config)
+    trained = trained_with_etsdm(base_config)
+    if name.startswith(ETSDM_PREFIX) and not trained:
+        logger.warning(
+            "--scheduler %s: this model was trained without E-TSDM; the sampler shares early timesteps anyway "
+            "(default settings)",
+            name,
+        )
+    wants_etsdm = name.startswith(ETSDM_PREFIX) or trained
     spec = SCHEDULERS[base_name]
     scheduler_class = spec.scheduler_class
     if wants_etsdm:

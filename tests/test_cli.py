@@ -147,7 +147,8 @@ def test_auto_scheduler_follows_how_the_model_was_trained(trained_pipeline):
     scheduler, name = make_scheduler("auto", config)
     assert name == "etsdm-dpmsolver++" and type(scheduler).__name__ == "ETSDMDPMSolverMultistepScheduler"
     assert scheduler.config.etsdm_threshold == config["etsdm_threshold"]
-    config.pop("etsdm_threshold")
+    for key in ("etsdm_threshold", "etsdm_intervals"):  # a config that records no E-TSDM settings
+        config.pop(key)
     assert make_scheduler("auto", config)[1] == "dpmsolver++"
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
-from ..etsdm import DEFAULT_ETSDM_INTERVALS, validate_etsdm_settings
+from ..etsdm import DEFAULT_ETSDM_INTERVALS, ETSDMSettings, resolve_etsdm_settings
 from ..losses import OBJECTIVE_NAMES, OBJECTIVES, PREDICTION_TYPES
 from .arguments import option
 
@@ -227,15 +227,16 @@ class TrainingConfig:
             config["identifier_block_out_channels"] = tuple(self.smd_identifier_channels)
         return config
 
-    def etsdm_settings(self, num_train_timesteps: int) -> tuple[int, int] | None:
-        """The resolved E-TSDM ``(threshold, intervals)`` for a schedule of ``num_train_timesteps``, or None when off.
+    def etsdm_settings(self, num_train_timesteps: int) -> ETSDMSettings | None:
+        """The resolved E-TSDM settings for a schedule of ``num_train_timesteps``, or None when ``--etsdm`` is off.
 
-        The one rule of :mod:`diffusers_smd.etsdm` (default threshold, validation, messages).
+        The one rule of :mod:`diffusers_smd.etsdm` (:func:`~diffusers_smd.etsdm.resolve_etsdm_settings`: default
+        threshold, validation, messages).
         """
         if not self.etsdm:
             return None
         try:
-            return validate_etsdm_settings(self.etsdm_threshold, self.etsdm_intervals, num_train_timesteps)
+            return resolve_etsdm_settings(self.etsdm_threshold, self.etsdm_intervals, num_train_timesteps)
         except ValueError as error:
             raise ValueError(f"--etsdm_threshold / --etsdm_intervals: {error}") from None
 

@@ -511,11 +511,10 @@ class Trainer:
     def summary(self, last_loss: float | None) -> RunSummary:
         """The run's facts (see :class:`RunSummary`)."""
         from .. import __version__
+        from ..schedulers import etsdm_settings_from_config
 
         scheduler_config = self.noise_scheduler.config
-        threshold = scheduler_config.get("etsdm_threshold")
-        intervals = scheduler_config.get("etsdm_intervals")
-        etsdm_on = bool(self.config.etsdm and threshold and intervals)
+        settings = etsdm_settings_from_config(scheduler_config)
         return RunSummary(
             task=self.task.name,
             model_class=type(self.unwrapped).__name__,
@@ -524,9 +523,9 @@ class Trainer:
             prediction_type=scheduler_config.prediction_type,
             num_train_timesteps=int(scheduler_config.num_train_timesteps),
             etsdm={
-                "enabled": etsdm_on,
-                "threshold": threshold if etsdm_on else None,
-                "intervals": intervals if etsdm_on else None,
+                "enabled": settings is not None,
+                "threshold": settings.threshold if settings else None,
+                "intervals": settings.intervals if settings else None,
             },
             dataset=self.setup.dataset_name,
             dataset_kind=self.setup.dataset_kind,

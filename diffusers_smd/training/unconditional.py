@@ -68,8 +68,7 @@ def build_noise_scheduler(config: UnconditionalTrainingConfig, base_config: dict
         return DDPMScheduler.from_config(base_config)
     from ..schedulers import ETSDMDDPMScheduler
 
-    threshold, intervals = settings
-    return ETSDMDDPMScheduler.from_config(base_config, etsdm_threshold=threshold, etsdm_intervals=intervals)
+    return ETSDMDDPMScheduler.from_config(base_config, **settings.to_config())
 
 
 def _sample_size(config) -> int | None:
