@@ -13,12 +13,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import evaluate, publish, quickstart, sample, train
+from . import evaluate, lipschitz, publish, quickstart, sample, train
 from .common import CLIError
 
 __all__ = ["CLIError", "build_parser", "main"]
 
-SUBCOMMANDS = (train, sample, evaluate, publish, quickstart)
+SUBCOMMANDS = (train, sample, evaluate, lipschitz, publish, quickstart)
 
 
 def build_parser() -> argparse.ArgumentParser:
