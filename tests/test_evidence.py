@@ -212,6 +212,25 @@ def test_alpha_bar_at_follows_the_euler_schedulers_sigmas():
     )
 
 
+def test_the_reference_samplers_space_steps_like_a_saved_models(tmp_path):
+    """The exact reference and the trained models get the same sampler grids (a saved config records them)."""
+    from diffusers_smd import SMDVectorModel, SMDVectorPipeline
+    from diffusers_smd.sampling import make_scheduler
+
+    config = evidence_config.load_config(EXACT, quick=True)
+    fresh = exact_score.noise_scheduler(config, etsdm=False)
+    SMDVectorPipeline(unet=SMDVectorModel(data_dim=2, hidden_dim=8, num_layers=1, use_mixture=False),
+                      scheduler=fresh).save_pretrained(tmp_path)  # fmt: skip
+    saved = SMDVectorPipeline.from_pretrained(tmp_path).scheduler
+    for name in ("ddim", "dpmsolver++", "euler", "unipc"):
+        grids = []
+        for scheduler_config in (fresh.config, saved.config):
+            scheduler = make_scheduler(name, scheduler_config)[0]
+            scheduler.set_timesteps(5)
+            grids.append(scheduler.timesteps.tolist())
+        assert grids[0] == grids[1], name
+
+
 def test_sampling_the_exact_epsilon_reaches_exact_samples():
     """eps* driven by SMDVectorPipeline + DDIM at 100 steps lands near exact samples (a check of the whole path)."""
     from diffusers_smd import SMDVectorPipeline

@@ -123,6 +123,9 @@ def noise_scheduler(config: dict, etsdm: bool):
         beta_schedule=config["noise_schedule"]["beta_schedule"],
         prediction_type="epsilon",
         clip_sample=False,
+        # explicit, as a saved config records it: samplers built with from_config then inherit it (a default
+        # left implicit is not passed on, so the reference's Euler would space its steps differently)
+        timestep_spacing="leading",
     )
     if not etsdm:
         return base
