@@ -435,7 +435,7 @@ def plot_quality(results: dict, path: Path) -> None:
 
 
 def plot_sample_grids(config: dict, work_dir: Path, path: Path) -> bool:
-    """Sample grids side by side: one column per model, one row per ``grids.cells`` entry (same x_T per row).
+    """Sample grids: one row per ``grids.cells`` entry, one panel per model sampled in that cell (same x_T per row).
 
     Returns False (and writes nothing) when the work folder no longer holds the samples.
     """
@@ -447,29 +447,33 @@ def plot_sample_grids(config: dict, work_dir: Path, path: Path) -> bool:
     from diffusers_smd.sampling import image_grid
 
     grids = config["grids"]
-    rows = grids["cells"]
-    models = [m for m in config["models"] if any(m in c[3] for c in sampler_cells(config))]
-    files = {(i, m): Unit("sample", m, grids["seed"], c["sampler"], c["steps"]).result_path(work_dir).with_suffix(".npy")
-             for i, c in enumerate(rows) for m in models}  # fmt: skip
-    if not any(f.is_file() for f in files.values()):
+    rows = []
+    for cell in grids["cells"]:
+        models = [m for s, n, _, cell_models in sampler_cells(config) if (s, n) == (cell["sampler"], cell["steps"])
+                  for m in cell_models]  # fmt: skip
+        files = [Unit("sample", m, grids["seed"], cell["sampler"], cell["steps"]).result_path(work_dir).with_suffix(".npy")
+                 for m in models]  # fmt: skip
+        rows.append((cell, [(m, f) for m, f in zip(models, files) if f.is_file()]))
+    if not any(panels for _, panels in rows):
         return False
-    shown = [m for m in models if any(files[(i, m)].is_file() for i in range(len(rows)))]
-    figure, axes = plt.subplots(len(rows), len(shown), figsize=(2.2 * len(shown), 2.4 * len(rows)), dpi=120,
+    columns = max(len(panels) for _, panels in rows)
+    figure, axes = plt.subplots(len(rows), columns, figsize=(2.2 * columns, 2.5 * len(rows)), dpi=120,
                                 squeeze=False)  # fmt: skip
-    for i, cell in enumerate(rows):
-        for j, model in enumerate(shown):
+    for i, (cell, panels) in enumerate(rows):
+        for j in range(columns):
             axis = axes[i][j]
             axis.set_xticks([])
             axis.set_yticks([])
-            if i == 0:
-                axis.set_title(model, fontsize=8)
-            if j == 0:
-                axis.set_ylabel(_label(cell["sampler"], cell["steps"]), fontsize=7)
-            if not files[(i, model)].is_file():
+            if j >= len(panels):
                 axis.set_axis_off()
                 continue
-            grid = image_grid(np.load(files[(i, model)], allow_pickle=False), gap=1, gap_value=255)
-            axis.imshow(np.asarray(grid), cmap="gray" if grid.mode == "L" else None, interpolation="nearest")
+            model, samples = panels[j]
+            axis.set_title(model, fontsize=8)
+            if j == 0:
+                axis.set_ylabel(_label(cell["sampler"], cell["steps"]), fontsize=7)
+            grid = image_grid(np.load(samples, allow_pickle=False), gap=1)
+            axis.imshow(np.asarray(grid), cmap="gray" if grid.mode == "L" else None, interpolation="nearest",
+                        vmin=0, vmax=255)  # fmt: skip
     figure.suptitle(f"seed {grids['seed']}: the same initial noise in every row", fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
