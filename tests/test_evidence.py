@@ -81,7 +81,7 @@ def test_the_wide_baseline_matches_the_smd_parameter_count():
         (DIGITS, {"sampling": {"samplers": [{"name": "heun", "steps": [5]}]}}, "sampling.samplers[0].name"),
         (DIGITS, {"sampling": {"samplers": [{"name": "ddim", "steps": [5000]}]}}, "must lie in 1..1000"),
         (DIGITS, {"lipschitz": {"t_max": 999}}, "t_max + dt"),
-        (DIGITS, {"lipschitz": {"checkpoints": [3000]}}, "multiples of training.checkpointing_steps"),
+        (DIGITS, {"lipschitz": {"checkpoints": [1000]}}, "multiples of training.checkpointing_steps"),
         (DIGITS, {"comparisons": [{"models": ["etsdm"], "baseline": "nope"}]}, "comparisons[0]"),
         (DIGITS, {"grids": {"cells": [{"sampler": "ddim", "steps": 7}]}}, "grids.cells"),
         (DIGITS, {"seeds": [0, 0, 1]}, "must not repeat"),
