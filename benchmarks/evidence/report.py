@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from pathlib import Path
 
@@ -392,8 +393,14 @@ def plot_lipschitz_figures(results: dict, output_dir: Path) -> list[str]:
     return written
 
 
-def plot_quality(results: dict, path: Path) -> None:
-    """The metric against sampling steps for each sampler with >= 2 step counts: mean and 95 % CI band per model."""
+def model_family(model: str) -> str:
+    """A model's name without its ``-T<steps>`` suffix: the models of a family differ only in T."""
+    return re.sub(r"-T\d+$", "", model)
+
+
+def plot_quality(results: dict, path: Path) -> bool:
+    """The metric against sampling steps, one panel per sampler with several step counts, one line per model
+    family (mean over seeds, band: 95 % CI of the mean). Returns False when no sampler has several step counts."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -402,28 +409,31 @@ def plot_quality(results: dict, path: Path) -> None:
     from .stats import student_t_975
 
     config, key = results["config"], results["metric_key"]
-    samplers = []
-    for sampler, _, _, _ in sampler_cells(config):
-        if sampler not in samplers and sum(1 for s, *_ in sampler_cells(config) if s == sampler) > 1:
-            samplers.append(sampler)
+    samplers = {}
+    for sampler, steps, _, models in sampler_cells(config):
+        for model in models:
+            samplers.setdefault(sampler, {}).setdefault(model_family(model), []).append((steps, model))
+    samplers = {s: f for s, f in samplers.items() if len({n for points in f.values() for n, _ in points}) > 1}
     if not samplers:
-        return
-    figure, axes = plt.subplots(1, len(samplers), figsize=(3.4 * len(samplers), 3.2), dpi=110, squeeze=False)
-    for axis, sampler in zip(axes[0], samplers):
-        cells = [(steps, models) for s, steps, _, models in sampler_cells(config) if s == sampler]
-        for model in cells[0][1]:
-            steps = [s for s, models in cells if model in models]
+        return False
+    figure, axes = plt.subplots(1, len(samplers), figsize=(3.6 * len(samplers), 3.3), dpi=110, squeeze=False)
+    for axis, (sampler, families) in zip(axes[0], samplers.items()):
+        for family, points in families.items():
+            points = sorted(points)
             values = np.array([[c[key] for c in sorted((c for c in results["cells"] if (c["model"], c["sampler"],
-                      c["steps"]) == (model, sampler, s)), key=lambda c: c["seed"])] for s in steps])  # fmt: skip
+                      c["steps"]) == (model, sampler, steps)), key=lambda c: c["seed"])] for steps, model in points])  # fmt: skip
             mean = values.mean(axis=1)
             half = (
                 student_t_975(values.shape[1] - 1) * values.std(axis=1, ddof=1) / math.sqrt(values.shape[1])
             )
-            (line,) = axis.plot(steps, mean, "o-", markersize=3, label=model)
+            steps = [n for n, _ in points]
+            (line,) = axis.plot(steps, mean, "o-", markersize=3, label=family)
             axis.fill_between(steps, mean - half, mean + half, color=line.get_color(), alpha=0.2, linewidth=0)
+        ticks = sorted({n for points in families.values() for n, _ in points})
         axis.set_xscale("log")
-        axis.set_xticks([s for s, _ in cells])
-        axis.set_xticklabels([str(s) for s, _ in cells])
+        axis.set_xticks(ticks)
+        axis.set_xticklabels([str(n) for n in ticks])
+        axis.minorticks_off()
         axis.set_title(SAMPLER_LABELS[sampler], fontsize=9)
         axis.set_xlabel("sampling steps")
         axis.set_ylabel(key.upper())
@@ -432,6 +442,7 @@ def plot_quality(results: dict, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+    return True
 
 
 def plot_sample_grids(config: dict, work_dir: Path, path: Path) -> bool:
