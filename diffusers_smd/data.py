@@ -29,6 +29,7 @@ __all__ = [
     "image_to_tensor",
     "infer_num_channels",
     "load_training_images",
+    "unreadable_images",
 ]
 
 BUILTIN_DIGITS = "digits"
@@ -108,6 +109,31 @@ def find_image_column(column_names: Sequence[str], features=None, image_column: 
         if name in column_names:
             return name
     raise ValueError(f"no image column found among {list(column_names)}; pass --image_column")
+
+
+def unreadable_images(dataset, column: str, limit: int | None = None) -> list[str]:
+    """Paths (or row numbers) of the images in ``dataset[column]`` that PIL cannot read, checked before training.
+
+    Reads each file's header and structure with ``PIL.Image.verify`` (no full decode), so a corrupt or
+    truncated file fails here, not at the training step that first draws it. ``limit`` stops after that many.
+    """
+    import io
+
+    import datasets
+
+    raw = dataset.cast_column(column, datasets.Image(decode=False))
+    bad = []
+    for index, entry in enumerate(raw[column]):
+        name = entry.get("path") or f"row {index}"
+        try:
+            source = io.BytesIO(entry["bytes"]) if entry.get("bytes") else entry["path"]
+            with Image.open(source) as image:
+                image.verify()
+        except Exception:  # PIL raises many types for bad files; all mean "cannot be read"
+            bad.append(name)
+            if limit is not None and len(bad) >= limit:
+                break
+    return bad
 
 
 def infer_num_channels(image: Image.Image) -> int:
@@ -267,6 +293,14 @@ def load_training_images(
     if max_samples is not None:
         dataset = dataset.select(range(min(max_samples, len(dataset))))
     column = find_image_column(dataset.column_names, getattr(dataset, "features", None), image_column)
+    if train_data_dir is not None:  # local files: check every image now rather than at the step that draws it
+        bad = unreadable_images(dataset, column)
+        if bad:
+            shown = ", ".join(os.path.basename(str(name)) for name in bad[:5])
+            raise ValueError(
+                f"--train_data_dir {train_data_dir!r}: {len(bad)} of {len(dataset)} images cannot be read ({shown}"
+                f"{', ...' if len(bad) > 5 else ''}); remove or replace them"
+            )
     if num_channels is None:
         first = dataset[0][column]
         num_channels = infer_num_channels(first) if isinstance(first, Image.Image) else 3

@@ -288,9 +288,24 @@ class TrainingConfig:
         if os.path.isfile(self.output_dir):
             raise ValueError(f"--output_dir {self.output_dir!r} is a file; give a folder (new or existing)")
         if self.push_to_hub:
-            from ..hub import check_repo_id
+            self._check_hub_access()
 
-            check_repo_id(self.hub_model_id, name="--hub_model_id")
+    def _check_hub_access(self) -> None:
+        """--push_to_hub needs a valid repo id, the network and a token: refuse before training, not after."""
+        from huggingface_hub import constants, get_token
+
+        from ..hub import check_repo_id
+
+        check_repo_id(self.hub_model_id, name="--hub_model_id")
+        if constants.HF_HUB_OFFLINE:
+            raise ValueError(
+                "--push_to_hub needs the network, but HF_HUB_OFFLINE is set; unset it or publish later"
+            )
+        if get_token() is None:
+            raise ValueError(
+                "--push_to_hub needs a Hugging Face token: log in with `hf auth login` or set HF_TOKEN (it is never "
+                "printed or saved by this package)"
+            )
 
     def _check_positive(self, *names: str) -> None:
         for name in names:

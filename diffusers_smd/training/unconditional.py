@@ -71,6 +71,13 @@ def build_noise_scheduler(config: UnconditionalTrainingConfig, base_config: dict
     return ETSDMDDPMScheduler.from_config(base_config, **settings.to_config())
 
 
+def _physical_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not available on this platform
+        return None
+
+
 def _sample_size(config) -> int | None:
     size = config.get("sample_size")
     if isinstance(size, (list, tuple)):
@@ -251,6 +258,21 @@ class UnconditionalImageTask(TrainingTask):
         return model, noise_scheduler, facts
 
     # -- task interface ---------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Refuse a resolution whose images alone would not fit in this machine's memory (before any allocation)."""
+        config = self.config
+        if config.resolution is None:
+            return
+        channels = config.num_channels or 3
+        batch_bytes = config.train_batch_size * channels * config.resolution**2 * 4
+        total = _physical_memory_bytes()
+        if total is not None and batch_bytes > total:
+            raise ValueError(
+                f"--resolution {config.resolution}: one batch of {config.train_batch_size} images alone needs "
+                f"{batch_bytes / 2**30:.1f} GiB, more than this machine's {total / 2**30:.1f} GiB of memory "
+                "(before any network activation); use a smaller --resolution or --train_batch_size"
+            )
+
     def setup(self, accelerator) -> TaskSetup:
         from ..data import load_training_images
 
