@@ -265,3 +265,46 @@ def condition_hook(module: torch.nn.Module, threshold=None, intervals=None):
         return tuple(args), kwargs
 
     return seen, module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+# ---- a tiny "pretrained" text-to-image pipeline folder (for the text-to-image training tests) --------
+def save_tiny_text_to_image_pipeline(folder, sdxl: bool = False, seed: int = 0) -> Path:
+    """Save a tiny Stable Diffusion (``sdxl=False``) or SDXL pipeline folder that plays a pretrained model.
+
+    The VAE has two stages (scale factor 2) and the UNet two (factor 2), so its native resolution is
+    8 px (latents 4x4, ``sample_size`` 4) and a training resolution must be a multiple of 4. Schedulers as
+    the real models ship them: SD 1.5's PNDM (no E-TSDM variant) and SDXL's Euler (leading spacing).
+    """
+    import tempfile
+
+    from diffusers import (
+        EulerDiscreteScheduler,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
+
+    folder = Path(folder)
+    betas = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
+    with tempfile.TemporaryDirectory() as tokenizer_folder:
+        components = (tiny_sdxl_components if sdxl else tiny_sd_components)(tokenizer_folder, seed)
+    torch.manual_seed(seed)
+    components["vae"] = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=8,
+    ).eval()
+    components["unet"].register_to_config(sample_size=4)
+    if sdxl:
+        scheduler = EulerDiscreteScheduler(timestep_spacing="leading", **betas)
+        pipeline = StableDiffusionXLPipeline(scheduler=scheduler, **components)
+    else:
+        scheduler = PNDMScheduler(skip_prk_steps=True, set_alpha_to_one=False, **betas)
+        pipeline = StableDiffusionPipeline(scheduler=scheduler, **components)
+    pipeline.save_pretrained(folder)
+    return folder
