@@ -17,7 +17,7 @@ from diffusers_smd.cli.quickstart import pick_output_dir
 from diffusers_smd.cli.train import launch_command
 from diffusers_smd.sampling import make_scheduler
 
-SUBCOMMANDS = ["train", "sample", "eval", "publish", "quickstart"]
+SUBCOMMANDS = ["train", "train-text-to-image", "sample", "eval", "publish", "quickstart"]
 
 
 def subparsers():
@@ -47,6 +47,12 @@ def test_help_of_each_subcommand(command, capsys):
     assert text.startswith("usage:")
     expected = {
         "train": ["--num_processes", "--objective", "--etsdm", "--resume_from_checkpoint"],
+        "train-text-to-image": [
+            "--num_processes",
+            "--pretrained_model_name_or_path",
+            "--caption_column",
+            "--rank",
+        ],
         "sample": ["--scheduler", "--num_inference_steps", "--output"],
         "eval": ["--num_images", "--results_file"],
         "publish": ["repo"],
