@@ -308,3 +308,58 @@ def save_tiny_text_to_image_pipeline(folder, sdxl: bool = False, seed: int = 0) 
         pipeline = StableDiffusionPipeline(scheduler=scheduler, **components)
     pipeline.save_pretrained(folder)
     return folder
+
+
+CAPTIONS = ("a red cat", "a blue dog", "a green tree")
+
+
+def captioned_images(count: int = 6, seed: int = 0) -> tuple[list, list]:
+    """``count`` small random RGB images of mixed sizes and their captions."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    sizes = [(8, 8), (12, 10), (10, 16)]
+    images = [Image.fromarray(rng.integers(0, 256, (*sizes[i % 3], 3), dtype=np.uint8)) for i in range(count)]
+    return images, [CAPTIONS[i % len(CAPTIONS)] for i in range(count)]
+
+
+def save_captioned_image_folder(folder, count: int = 6, seed: int = 0) -> Path:
+    """An image folder with a ``metadata.jsonl`` of captions, as diffusers' train_text_to_image.py reads one."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    images, captions = captioned_images(count, seed)
+    lines = []
+    for index, (image, caption) in enumerate(zip(images, captions)):
+        image.save(folder / f"{index:03d}.png")
+        lines.append(json.dumps({"file_name": f"{index:03d}.png", "text": caption}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def captioned_dataset(count: int = 6, seed: int = 0):
+    """The same images as a ``datasets.Dataset``: an Image column ``image`` and ``text`` holding two captions per
+    image (training draws one of them, as diffusers' scripts do with lists of captions)."""
+    import datasets
+
+    images, captions = captioned_images(count, seed)
+    texts = [[caption, caption.replace("a ", "one ")] for caption in captions]
+    return datasets.Dataset.from_dict({"image": images, "text": texts}).cast_column("image", datasets.Image())
+
+
+def text_to_image_flags(pretrained, output_dir, *extra: str) -> list[str]:
+    """Flags of a tiny, fast text-to-image fine-tune of :func:`save_tiny_text_to_image_pipeline`'s model."""
+    return [
+        "--pretrained_model_name_or_path", str(pretrained),
+        "--output_dir", str(output_dir),
+        "--resolution", "8",
+        "--train_batch_size", "2",
+        "--max_train_steps", "2",
+        "--smd_latent_dim", "4",
+        "--smd_mixture_samples", "2",
+        "--learning_rate", "1e-3",
+        "--lr_warmup_steps", "0",
+        "--validation_num_inference_steps", "2",
+        "--seed", "0",
+        *extra,
+    ]  # fmt: skip
