@@ -166,23 +166,22 @@ def test_gradient_checkpointing_gives_the_same_weights_and_scale_lr_scales(sd, i
     a, b = weights(tmp_path / "plain" / "unet"), weights(tmp_path / "recomputed" / "unet")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
 
-    config = parse_config(
-        TextToImageTrainingConfig,
-        flags(
-            sd,
-            tmp_path / "scaled",
-            images,
-            "--scale_lr",
-            "--gradient_accumulation_steps",
-            "3",
-            "--learning_rate",
-            "1e-5",
-        ),
-    )
+    scaled = [
+        "--scale_lr",
+        "--gradient_accumulation_steps",
+        "3",
+        "--learning_rate",
+        "1e-5",
+        "--gradient_checkpointing",
+    ]
+    config = parse_config(TextToImageTrainingConfig, flags(sd, tmp_path / "scaled", images, *scaled))
     trainer = Trainer(config, TextToImageTask(config))
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(
-        1e-5 * 3 * 2 * 1
-    )  # accumulation x batch x processes
+    # learning rate x accumulation x batch x processes
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5 * 3 * 2 * 1)
+    checkpointed = [
+        name for name, m in trainer.unwrapped.named_modules() if getattr(m, "gradient_checkpointing", 0)
+    ]
+    assert "unet.down_blocks.0" in checkpointed  # the flag reaches the wrapped UNet's blocks
 
 
 def test_two_cpu_processes_fine_tune_with_lora_and_smd(sd, images, tmp_path, subprocess_env):
