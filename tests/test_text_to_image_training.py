@@ -4,6 +4,7 @@ generates; step 0 of an SMD fine-tune is the pretrained model."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -248,3 +249,26 @@ def test_saved_fine_tunes_load_and_generate_in_a_fresh_process(
     )
     lora = load_lora_fine_tune(DiffusionPipeline.from_pretrained(base), tmp_path / "lora_smd")
     np.testing.assert_array_equal(np.array(loaded["images"]["lora_smd"], dtype=np.float32), generate(lora))
+
+
+def test_a_full_fine_tune_publishes_with_a_text_to_image_card(pretrained, image_folder, tmp_path):
+    """A dry-run publish stages the folder with its shims and a card that describes a text-to-image run."""
+    from diffusers_smd.hub import publish
+
+    out = tmp_path / "out"
+    fine_tune(pretrained["sd"], out, "--objective", "smd", "--etsdm", "--validation_prompts", "a cat", "a dog",
+              data=image_folder)  # fmt: skip
+    result = publish(out, "me/sd-smd", dry_run_dir=tmp_path / "staged")
+    assert {"unet/diffusers_smd.py", "scheduler/diffusers_smd.py", "README.md", "sample_grid.png"} <= set(
+        result.files
+    )
+    assert not any(name.startswith("checkpoint-") for name in result.files)
+    card = (tmp_path / "staged" / "README.md").read_text()
+    assert "pipeline_tag: text-to-image" in card and "A text-to-image diffusion model" in card
+    assert (
+        "Validation images drawn at the end of training (step 2, `ETSDMDPMSolverMultistepScheduler`, 2 denoising "
+        'steps), one per prompt: "a cat"; "a dog"' in card
+    )
+    for code in re.findall(r"```python\n(.*?)```", card, flags=re.S):
+        compile(code, "<card snippet>", "exec")
+        assert 'pipe("a photo of an astronaut riding a horse"' in code
