@@ -85,7 +85,7 @@ class TrainingConfig:
     )
     snr_gamma: float | None = option(
         None,
-        "Min-SNR loss weighting gamma (e.g. 5.0); default: no weighting. Not used by smd-mixture.",
+        "Min-SNR loss weighting gamma (e.g. 5.0); default: no weighting. Only for objectives that support it.",
         group=METHOD,
     )
     noise_offset: float = option(
@@ -277,8 +277,11 @@ class TrainingConfig:
             raise ValueError(f"--noise_offset must be >= 0, got {self.noise_offset}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise ValueError(f"--snr_gamma must be positive, got {self.snr_gamma}")
-        if self.snr_gamma is not None and self.objective == "smd-mixture":
-            raise ValueError("--snr_gamma applies to --objective vanilla and smd, not smd-mixture")
+        if self.snr_gamma is not None and not self.objective_class.supports_snr_gamma:
+            allowed = [name for name, cls in OBJECTIVES.items() if cls.supports_snr_gamma]
+            raise ValueError(
+                f"--snr_gamma applies to --objective {' and '.join(allowed)}, not {self.objective}"
+            )
         if self.etsdm_threshold is not None and not self.etsdm:
             raise ValueError("--etsdm_threshold needs --etsdm")
         if self.dataloader_num_workers < 0:
