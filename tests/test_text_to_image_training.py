@@ -272,3 +272,16 @@ def test_a_full_fine_tune_publishes_with_a_text_to_image_card(pretrained, image_
     for code in re.findall(r"```python\n(.*?)```", card, flags=re.S):
         compile(code, "<card snippet>", "exec")
         assert 'pipe("a photo of an astronaut riding a horse"' in code
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_prediction_type_override_reaches_the_training_target_and_the_saved_scheduler(
+    pretrained, image_folder, tmp_path, lora
+):
+    """SD 2.x-style v-prediction: the objective's target and the scheduler the fine-tune is sampled with agree."""
+    out = tmp_path / "out"
+    extra = ["--prediction_type", "v_prediction", "--max_train_steps", "1", *["--lora"] * lora]
+    summary = fine_tune(pretrained["sd"], out, *extra, data=image_folder)
+    assert summary["prediction_type"] == "v_prediction"
+    saved = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert saved["_class_name"] == "PNDMScheduler" and saved["prediction_type"] == "v_prediction"
