@@ -158,13 +158,18 @@ def test_a_resume_with_other_model_settings_is_refused(sd, images, tmp_path, cha
 
 
 def test_gradient_checkpointing_gives_the_same_weights_and_scale_lr_scales(sd, images, tmp_path):
-    plain = run(flags(sd, tmp_path / "plain", images, "--objective", "smd"))
-    recomputed = run(
-        flags(sd, tmp_path / "recomputed", images, "--objective", "smd", "--gradient_checkpointing")
-    )
-    assert plain["final_loss"] == pytest.approx(recomputed["final_loss"], rel=1e-6)
-    a, b = weights(tmp_path / "plain" / "unet"), weights(tmp_path / "recomputed" / "unet")
-    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    for lora in (False, True):  # LoRA: the adapters still get their gradients through the recomputed blocks
+        extra = ["--objective", "smd", *["--lora"] * lora]
+        plain = run(flags(sd, tmp_path / f"plain{lora}", images, *extra))
+        recomputed = run(
+            flags(sd, tmp_path / f"recomputed{lora}", images, *extra, "--gradient_checkpointing")
+        )
+        assert plain["final_loss"] == pytest.approx(recomputed["final_loss"], rel=1e-6)
+        saved = "pytorch_lora_weights.safetensors" if lora else "unet/diffusion_pytorch_model.safetensors"
+        a, b = load_file(tmp_path / f"plain{lora}" / saved), load_file(tmp_path / f"recomputed{lora}" / saved)
+        assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+        if lora:
+            assert max(a[k].abs().max().item() for k in a if ".lora.up." in k) > 0  # trained (B starts at 0)
 
     scaled = [
         "--scale_lr",
