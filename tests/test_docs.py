@@ -13,7 +13,8 @@ Each fenced code block is classified by its language:
   tests; ``hf`` / ``tensorboard`` are console scripts of installed dependencies. Anything else fails.
   Every ``diffusers-smd`` subcommand shown must also be run end to end by the tests named in
   :data:`RUN_END_TO_END`.
-* ``python``: the blocks of a page run in order in one namespace, in a temporary folder, with the literal
+* ``python``: the blocks of a page run in order in one namespace, in a fresh process and a temporary folder, with
+  the literal
   :data:`SUBSTITUTIONS` applied (tiny local models for Hub ids, small step counts) after the page's
   :data:`PRELUDES`. A block that cannot run as shown is listed in :data:`COVERED_ELSEWHERE` with the tests
   that exercise its code.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import ast
 import functools
+import json
 import os
 import pathlib
 import re
@@ -72,6 +74,10 @@ COVERED_ELSEWHERE = {
         "tests/test_etsdm_rule.py::test_float_timesteps_in_continuous_time",
         "tests/test_etsdm_pipelines.py::test_sd3_pipelines_with_flow_matching",
     ),
+    # declaring a variant registers it as THE variant of its parent: the block shows the package's own declaration
+    ("docs/etsdm.md", "class ETSDMEulerDiscreteScheduler(ETSDMSchedulerMixin, EulerDiscreteScheduler):"): (
+        "tests/test_etsdm_api.py::test_the_14_variants_are_importable_from_the_package_and_mapped_from_their_parents",
+    ),
     (
         "docs/publishing.md",
         'result = publish("path/to/pipeline", "your-username/smd-digits", private=True)',
@@ -86,8 +92,7 @@ PRELUDES = {
     "docs/etsdm.md": """
 import torch
 import torch.nn.functional as F
-from diffusers import EulerDiscreteScheduler
-from diffusers_smd import ETSDMDDPMScheduler, ETSDMSchedulerMixin
+from diffusers_smd import ETSDMDDPMScheduler
 from tests.pipeline_testing import tiny_unet
 
 unet = tiny_unet()  # a 1-channel 8x8 UNet2DModel
@@ -523,14 +528,20 @@ def test_every_subcommand_listed_as_run_end_to_end_is_run_by_existing_tests():
         assert tests and all(test_id_exists(t) for t in tests), (command, tests)
 
 
+#: Runs in a fresh Python process: the blocks of one page, in order, in one namespace (their own module state,
+#: registries and random streams never touch the test process). Tracebacks name the page and line.
+BLOCK_RUNNER = """
+import json, sys
+namespace = {"__name__": "__docs__"}
+for where, source in json.load(sys.stdin):
+    exec(compile(source, where, "exec"), namespace)
+"""
+
+
 @pytest.mark.parametrize("page", python_pages())
-def test_python_blocks_run(page, standin, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_python_blocks_run(page, standin, tmp_path, subprocess_env):
     blocks = [b for b in all_blocks() if relative(b.path) == page and b.language in PYTHON_LANGUAGES]
-    namespace: dict = {"__name__": "__docs__"}
-    if page in PRELUDES:
-        exec(compile(PRELUDES[page], f"<prelude of {page}>", "exec"), namespace)  # noqa: S102
-    ran = 0
+    run = [(f"<prelude of {page}>", PRELUDES[page])] if page in PRELUDES else []
     for block in blocks:
         if listed(block) is not None:
             continue
@@ -538,10 +549,17 @@ def test_python_blocks_run(page, standin, tmp_path, monkeypatch):
         for old, (folder, new) in SUBSTITUTIONS.items():
             if old in source:
                 source = source.replace(old, new.format(folder=standin(folder) if folder else ""))
-        code = compile(source, block.where, "exec")
-        exec(code, namespace)  # noqa: S102 - the documentation's own code
-        ran += 1
-    assert ran or all(listed(b) is not None for b in blocks)
+        run.append((block.where, source))
+    assert run or all(listed(b) is not None for b in blocks)
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCK_RUNNER],
+        input=json.dumps(run),
+        cwd=tmp_path,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
 
 
 def test_listings_and_substitutions_are_used_and_name_existing_tests():
