@@ -13,7 +13,7 @@ from .common import CLIError, positive_int
 QUICKSTART_DEFAULT_DIR = "smd-quickstart"
 QUICKSTART_STEPS = 1500
 #: The quickstart recipe, as training settings (field names of UnconditionalTrainingConfig; measured on
-#: 2 CPU cores, see the README).
+#: 2 CPU cores, see docs/quickstart.md).
 QUICKSTART_SETTINGS = dict(
     objective="smd",
     etsdm=True,

@@ -13,7 +13,8 @@ Reproducibility: with ``--seed`` the data order comes from accelerate's seedable
 torch's global RNG (saved and restored by ``save_state`` / ``load_state``), and the data loader never draws
 from the global RNG, so a resumed run continues exactly where it stopped. A checkpoint records every
 setting that defines the model and the objective; resuming with different values is refused before any
-step (see :data:`RESUME_FREE_SETTINGS` for those that may change).
+step (:func:`~diffusers_smd.training.arguments.free_on_resume` lists those that may change; a `--seed` left
+out keeps the run's, a different one is refused).
 """
 
 from __future__ import annotations
