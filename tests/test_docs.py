@@ -50,6 +50,11 @@ DATA_LANGUAGES = {"", "text", "yaml", "yml", "json", "toml", "ini", "bibtex", "m
 
 #: ``diffusers-smd`` subcommand -> tests that run it end to end (a subcommand shown in the docs must be here).
 RUN_END_TO_END = {
+    "train-text-to-image": (
+        "tests/test_text_to_image_reliability.py::test_two_cpu_processes_fine_tune_with_lora_and_smd",
+        "tests/test_text_to_image_reliability.py::"
+        "test_the_command_checks_settings_before_launching_and_launches_the_text_to_image_module",
+    ),
     "train": (
         "tests/test_training_distributed.py::test_two_cpu_processes_train_checkpoint_and_save_a_loadable_pipeline",
         "tests/test_reliability.py::test_train_errors_arrive_as_one_line_from_the_parent_and_from_a_training_process",
@@ -85,6 +90,12 @@ COVERED_ELSEWHERE = {
         "tests/test_hub_publish.py::test_upload_sends_exactly_the_dry_run_folder",
         "tests/test_hub_publish.py::test_uploaded_repo_loads_back_in_fresh_processes",
     ),
+}
+
+#: Pages whose python blocks (and commands) a page-specific test runs end to end on tiny stand-ins; their
+#: commands are still parsed here.
+PAGES_RUN_BY = {
+    "docs/text-to-image.md": "tests/test_text_to_image_docs.py::test_every_command_and_snippet_of_the_page_runs",
 }
 
 #: Code run before a page's python blocks: the names its fragments take as given.
@@ -240,7 +251,9 @@ def command_cases() -> list:
 
 
 def python_pages() -> list[str]:
-    return sorted({relative(b.path) for b in all_blocks() if b.language in PYTHON_LANGUAGES})
+    """Pages whose python blocks this file runs (those of :data:`PAGES_RUN_BY` run in their own test)."""
+    pages = {relative(b.path) for b in all_blocks() if b.language in PYTHON_LANGUAGES}
+    return sorted(pages - set(PAGES_RUN_BY))
 
 
 def listed(block: Block) -> tuple[str, ...] | None:
@@ -572,6 +585,8 @@ def test_listings_and_substitutions_are_used_and_name_existing_tests():
         assert any(old in b.text for b in python_blocks), f"SUBSTITUTIONS entry {old!r} is used by no block"
     for page in PRELUDES:
         assert page in python_pages(), f"PRELUDES entry {page!r} has no python blocks"
+    for page, test in PAGES_RUN_BY.items():
+        assert (REPO_ROOT / page).is_file() and test_id_exists(test), (page, test)
 
 
 #: Test files whose every test guards a bad input or a fault: each must appear on the reliability page.
