@@ -213,6 +213,111 @@ def test_eval_writes_and_updates_eval_results(trained_pipeline, capsys):
     assert len(results) == 4 and {r["scheduler"] for r in results} == {"etsdm-ddim"}
 
 
+def _write_digit_pngs(folder, count, resolution=8):
+    """The first ``count`` held-out digits as grey PNGs; returns their uint8 pixels (N, R, R)."""
+    from diffusers_smd.digits import load_digits_images
+
+    folder.mkdir()
+    images, _ = load_digits_images("heldout", resolution=resolution)
+    pixels = ((images[:count, 0] + 1) * 127.5).round().to(torch.uint8).numpy()
+    for index, image in enumerate(pixels):
+        Image.fromarray(image).save(folder / f"{index:03d}.png")
+    return pixels
+
+
+def test_eval_fid_and_kid_against_an_image_folder_with_a_tiny_feature_network(
+    trained_pipeline, tmp_path, monkeypatch, capsys
+):
+    """The eval wiring (sampling, reading the folder, torchmetrics) with a tiny network in place of Inception."""
+    from feature_testing import TinyFeatures, fid_by_hand, kid_by_hand
+
+    from diffusers_smd import metrics
+    from diffusers_smd.cli.common import load_pipeline
+    from diffusers_smd.sampling import generate
+
+    network = TinyFeatures()
+    built = []
+    monkeypatch.setattr(metrics, "check_inception_available", lambda weights_path=None: weights_path)
+    monkeypatch.setattr(
+        metrics,
+        "inception_feature_extractor",
+        lambda weights_path=None: built.append(weights_path) or network,
+    )
+    folder = tmp_path / "real"
+    pixels = _write_digit_pngs(folder, 20)
+    results = tmp_path / "eval.json"
+    flags = ["--num_images", "20", "--num_inference_steps", "2", "--results_file", str(results)]
+    assert cli.main(["eval", str(trained_pipeline), "--metric", "fid", "kid", "--reference", str(folder),
+                     "--inception_weights", "inception.pth", *flags]) == 0  # fmt: skip
+    assert built == ["inception.pth"]
+    printed = capsys.readouterr().out
+    assert "FID (etsdm-dpmsolver++, 2 steps, 20 samples vs 20 of" in printed and "KID (" in printed
+    entries = {entry["metric"]: entry for entry in json.loads(results.read_text())}
+    assert set(entries) == {"fid", "kid"}
+    for entry in entries.values():
+        assert (
+            entry["reference"] == str(folder) and entry["num_reference"] == 20 and entry["num_samples"] == 20
+        )
+
+    # independent: the same seeded samples, the PNGs as written, the network applied by hand
+    pipeline = load_pipeline(str(trained_pipeline), "cpu")
+    scheduler, _ = make_scheduler("auto", pipeline.scheduler.config)
+    samples = generate(pipeline, 20, 2, seed=0, scheduler=scheduler)  # uint8 (N, 8, 8, 1)
+    with torch.no_grad():
+        generated = network(torch.from_numpy(samples).permute(0, 3, 1, 2).repeat(1, 3, 1, 1)).double().numpy()
+        real = network(torch.from_numpy(pixels)[:, None].repeat(1, 3, 1, 1)).double().numpy()
+    assert entries["fid"]["value"] == pytest.approx(fid_by_hand(generated, real), rel=1e-6)
+    assert entries["kid"]["value"] == pytest.approx(
+        kid_by_hand(generated, real), rel=1e-6
+    )  # subsets = all 20
+    assert entries["kid"]["std"] == pytest.approx(0.0, abs=1e-12) and entries["kid"]["subset_size"] == 20
+
+
+def test_eval_fdd_against_a_folder_of_the_heldout_digits_matches_the_builtin_reference(
+    trained_pipeline, tmp_path, capsys
+):
+    folder = tmp_path / "heldout"
+    _write_digit_pngs(folder, 359)
+    results = tmp_path / "eval.json"
+    flags = ["eval", str(trained_pipeline), "--num_images", "20", "--num_inference_steps", "2",
+             "--results_file", str(results)]  # fmt: skip
+    assert cli.main(flags) == 0
+    assert cli.main([*flags, "--reference", str(folder)]) == 0
+    entries = json.loads(results.read_text())
+    fdd = {e["reference"]: e["value"] for e in entries if e["metric"] == "frechet_digits_distance"}
+    assert set(fdd) == {"digits-heldout", str(folder)}  # two references: two entries, none replaced
+    assert fdd[str(folder)] == pytest.approx(fdd["digits-heldout"], rel=1e-3)  # the PNGs are 8-bit
+    assert {e["num_reference"] for e in entries} == {359}
+
+
+def test_eval_fid_without_inception_weights_says_where_to_get_them_before_any_work(
+    trained_pipeline, tmp_path, monkeypatch, capsys
+):
+    from diffusers_smd import metrics
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))  # an empty cache
+    check_backend = metrics.check_inception_backend
+    monkeypatch.setattr(
+        metrics, "check_inception_backend", lambda: None
+    )  # as if torch-fidelity were installed
+    loaded = []
+    monkeypatch.setattr("diffusers_smd.cli.evaluate.load_pipeline", lambda *args: loaded.append(args))
+    results = tmp_path / "eval.json"
+    for extra in ([], ["--inception_weights", str(tmp_path / "inception.pth")]):
+        assert cli.main(["eval", str(trained_pipeline), "--metric", "kid", "--results_file", str(results),
+                         *extra]) == 2  # fmt: skip
+        error = capsys.readouterr().err
+        assert metrics.INCEPTION_WEIGHTS_FILE in error and metrics.INCEPTION_WEIGHTS_URL in error
+        assert str(tmp_path / "hub" / "checkpoints") in error and "--inception_weights" in error
+    assert loaded == [] and not results.exists()
+    monkeypatch.setattr(metrics, "check_inception_backend", check_backend)
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # not installed
+    assert cli.main(["eval", str(trained_pipeline), "--metric", "fid", "--results_file", str(results)]) == 2
+    error = capsys.readouterr().err
+    assert "diffusers-smd[metrics]" in error and metrics.INCEPTION_WEIGHTS_URL in error  # both things to do
+    assert loaded == [] and not results.exists()
+
+
 def test_quickstart_picks_a_fresh_folder_and_refuses_a_non_empty_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert pick_output_dir(None) == "smd-quickstart"
