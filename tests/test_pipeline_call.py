@@ -1,7 +1,5 @@
 """SMDPipeline.__call__: agreement with stock diffusers pipelines and hand-written loops, seeds, outputs, bad input."""
 
-import inspect
-
 import numpy as np
 import PIL.Image
 import pytest
@@ -32,6 +30,7 @@ from tests.pipeline_testing import (
     smd_unet,
     tiny_unet,
 )
+from tests.sampling_reference import sampling_loop
 
 SCHEDULERS = {
     "ddpm": lambda: ddpm_scheduler(),
@@ -309,22 +308,8 @@ def test_a_generator_list_draws_mixture_noise_per_example(model):
         np.testing.assert_allclose(batch[index], alone[0], atol=1e-5)
 
 
-def smd_loop(unet, scheduler, steps, seed, condition=lambda t: t):
-    """Algorithm 2 with SMD written out: x_T ~ N(0, sigma_init^2 I); at each step a fresh eta ~ N(0, I), then the
-    network at ``condition(t)`` and the scheduler's step at t. Draw order: x_T, then per step eta and the step's
-    own noise, all from one generator."""
-    scheduler.set_timesteps(steps)
-    generator = seeded(seed)
-    shape = (2, 1, 8, 8)
-    x = torch.randn(shape, generator=generator) * scheduler.init_noise_sigma
-    takes_generator = "generator" in inspect.signature(scheduler.step).parameters
-    with torch.no_grad():
-        for t in scheduler.timesteps:
-            eta = torch.randn(shape, generator=generator)
-            output = unet(scheduler.scale_model_input(x, t), condition(t), mixture_noise=eta).sample
-            kwargs = {"generator": generator} if takes_generator else {}
-            x = scheduler.step(output, t, x, **kwargs).prev_sample
-    return (x / 2 + 0.5).clamp(0, 1)
+def smd_loop(unet, scheduler, steps, seed, condition=None):
+    return sampling_loop(unet, scheduler, steps, seeded(seed), (2, 1, 8, 8), condition)
 
 
 #: sampler -> (its parent diffusers scheduler, the condition timestep the network gets at real t)
