@@ -381,17 +381,32 @@ def test_quickstart_picks_a_fresh_folder_and_refuses_a_non_empty_one(tmp_path, m
 
 
 def test_quickstart_end_to_end_with_few_steps(tmp_path, capsys):
+    from diffusers_smd.cli.quickstart import QUICKSTART_GRID_GAP, QUICKSTART_GRID_PIXELS, QUICKSTART_SETTINGS
+
     out = tmp_path / "qs"
     assert cli.main(["quickstart", "--output_dir", str(out), "--max_train_steps", "2", "--num_images", "4",
                      "--eval_images", "0"]) == 0  # fmt: skip
-    printed = capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
     grids = sorted(p for p in os.listdir(out) if p.startswith("grid_"))
     assert grids == ["grid_etsdm-ddim_50steps.png", "grid_etsdm-dpmsolver++_10steps.png"]
-    for name in grids:
-        assert str(out / name) in printed
-        assert Image.open(out / name).size == (2 * 16 * 4 + 4, 2 * 16 * 4 + 4)  # 2 x 2 of 16 px, 4x, 4 px gap
+    resolution = QUICKSTART_SETTINGS["resolution"]
+    upscale = QUICKSTART_GRID_PIXELS // resolution
+    side, gap = QUICKSTART_GRID_PIXELS, QUICKSTART_GRID_GAP
+    for name, steps in (
+        ("grid_etsdm-dpmsolver++_10steps.png", "10 steps"),
+        ("grid_etsdm-ddim_50steps.png", "50 steps"),
+    ):
+        (index,) = [i for i, line in enumerate(lines) if line.endswith(str(out / name))]
+        caption = lines[index + 1]  # the caption line says what the grid shows
+        assert f"4 new digits (2 per row, each {resolution}x{resolution} sample drawn {upscale}x" in caption
+        assert steps in caption and "grey gaps" in caption
+        grid = np.asarray(Image.open(out / name).convert("L"))
+        assert grid.shape == (2 * side + gap, 2 * side + gap)  # 2 x 2 samples with a gap between them
+        assert np.all(grid[side : side + gap] == 128) and np.all(grid[:, side : side + gap] == 128)
     summary = json.loads((out / "run_summary.json").read_text())
-    assert summary["objective"] == "smd" and summary["etsdm"]["enabled"] and summary["resolution"] == 16
+    assert (
+        summary["objective"] == "smd" and summary["etsdm"]["enabled"] and summary["resolution"] == resolution
+    )
     assert json.loads((out / "quickstart_timing.json").read_text())["total_seconds"] > 0
 
 
