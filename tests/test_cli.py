@@ -385,8 +385,22 @@ def test_quickstart_end_to_end_with_few_steps(tmp_path, capsys):
 
     out = tmp_path / "qs"
     assert cli.main(["quickstart", "--output_dir", str(out), "--max_train_steps", "2", "--num_images", "4",
-                     "--eval_images", "0"]) == 0  # fmt: skip
+                     "--eval_images", "3"]) == 0  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
+    (fdd,) = [
+        e
+        for e in json.loads((out / "eval_results.json").read_text())
+        if e["metric"] == "frechet_digits_distance"
+    ]
+    assert (
+        fdd["num_samples"] == 3
+        and fdd["scheduler"] == "etsdm-dpmsolver++"
+        and fdd["num_inference_steps"] == 10
+    )
+    assert lines[-1] == (
+        f"Frechet digits distance (etsdm-dpmsolver++, 10 steps, 3 samples vs the 359 held-out digits): "
+        f"{fdd['value']:.1f}; lower is better: real digits score about 33, noise about 1700."
+    )
     grids = sorted(p for p in os.listdir(out) if p.startswith("grid_"))
     assert grids == ["grid_etsdm-ddim_50steps.png", "grid_etsdm-dpmsolver++_10steps.png"]
     resolution = QUICKSTART_SETTINGS["resolution"]
