@@ -145,7 +145,7 @@ def quickstart_recipe() -> str:
     rows = ["| setting | value |", "|---|---|"]
     rows += [f"| `--{name}` | {_default(value)} |" for name, value in QUICKSTART_SETTINGS.items()]
     rows.append(f"| `--max_train_steps` | `{QUICKSTART_STEPS}` (the quickstart's own `--max_train_steps`) |")
-    grids = ", ".join(f"`{sampler}` with {steps} steps" for sampler, steps in QUICKSTART_SAMPLERS)
+    grids = ", ".join(f"`{sampler}` with {steps} steps" for sampler, steps, _ in QUICKSTART_SAMPLERS)
     return "\n".join(rows) + f"\n\nGrids: {grids}; the first one is also scored."
 
 
