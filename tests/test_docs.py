@@ -61,7 +61,7 @@ RUN_END_TO_END = {
     ),
     "sample": (
         "tests/test_cli.py::test_sample_writes_a_reproducible_grid_and_never_overwrites",
-        "tests/test_cli.py::test_sample_with_each_scheduler",
+        "tests/test_cli.py::test_sample_with_each_scheduler_matches_a_loop_with_its_parent",
     ),
     "eval": ("tests/test_cli.py::test_eval_writes_and_updates_eval_results",),
     "publish": (
@@ -74,6 +74,11 @@ RUN_END_TO_END = {
 #: (page, a text that occurs in exactly one python block of it) -> tests that exercise what the block shows.
 #: Only for blocks that cannot run as shown (fragments with placeholders, uploads to the real Hub).
 COVERED_ELSEWHERE = {
+    # needs the real Inception weights (torch-fidelity, a download): the same calls run on a tiny feature network
+    ("docs/evaluation.md", "compute_digits_metrics(samples, \"heldout\")"): (
+        "tests/test_metrics.py::test_fid_and_kid_match_the_formulas_on_the_features_of_a_tiny_network",
+        "tests/test_metrics.py::test_missing_inception_weights_say_which_file_from_where_to_where",
+    ),
     ("docs/etsdm.md", "sigmas = ..."): (
         "tests/test_etsdm_rule.py::test_float_timesteps_take_float_thresholds_and_any_number_of_intervals",
         "tests/test_etsdm_rule.py::test_float_timesteps_in_continuous_time",
