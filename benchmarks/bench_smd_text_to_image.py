@@ -292,35 +292,53 @@ def set_checkpointing(model, enabled: bool) -> None:
         model.disable_gradient_checkpointing()
 
 
-def instrument(trainer) -> dict[str, float]:
-    """Accumulate the seconds spent in the engine's objective call and backward (wrappers; same work)."""
-    spent = {"forward": 0.0, "backward": 0.0}
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
+
+
+class Stopwatch:
+    """Both clocks at once: process CPU time (user + system; the primary figure on a shared machine, since
+    other processes' load inflates wall time unevenly) and wall time."""
+
+    def __enter__(self):
+        self.started = {name: clock() for name, clock in CLOCKS.items()}
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = {name: clock() - self.started[name] for name, clock in CLOCKS.items()}
+
+
+def instrument(trainer) -> dict[str, dict[str, float]]:
+    """Accumulate the seconds (per clock) spent in the engine's objective call and backward (wrappers; same work)."""
+    spent = {part: dict.fromkeys(CLOCKS, 0.0) for part in ("forward", "backward")}
     loss_fn, backward = trainer.loss_fn, trainer.accelerator.backward
 
-    def timed_loss(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return loss_fn(*args, **kwargs)
-        finally:
-            spent["forward"] += time.perf_counter() - started
+    def timed(part, call):
+        def run(*args, **kwargs):
+            watch = Stopwatch()
+            with watch:
+                result = call(*args, **kwargs)
+            for clock, seconds in watch.seconds.items():
+                spent[part][clock] += seconds
+            return result
 
-    def timed_backward(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return backward(*args, **kwargs)
-        finally:
-            spent["backward"] += time.perf_counter() - started
+        return run
 
-    trainer.loss_fn = timed_loss
-    trainer.accelerator.backward = timed_backward
+    trainer.loss_fn = timed("forward", loss_fn)
+    trainer.accelerator.backward = timed("backward", backward)
     return spent
 
 
 def time_train_steps(cfg: dict, rounds: int, warmup: int, log=print) -> tuple[dict, dict, dict]:
-    """Interleaved engine steps of the four configurations; returns (step seconds, part seconds, parameters)."""
+    """Interleaved engine steps of the four configurations.
+
+    Returns ``(steps, parts, parameters)`` with ``steps[clock][config]`` a list of seconds and
+    ``parts[clock][config][part]`` likewise, for the clocks "cpu" and "wall".
+    """
     unet, smd = build_models(cfg)
     latents, text = example_inputs(cfg, rows=cfg["batch_size"])
     batch = {"input": latents, "encoder_hidden_states": text}
+    steps = {clock: {} for clock in CLOCKS}
+    parts = {clock: {} for clock in CLOCKS}
     with tempfile.TemporaryDirectory(prefix="bench-t2i-") as output_dir:
         trainers = {
             "vanilla": build_trainer("vanilla", unet, cfg, latents, text, output_dir),
@@ -329,23 +347,26 @@ def time_train_steps(cfg: dict, rounds: int, warmup: int, log=print) -> tuple[di
         # One AdamW state for the shared UNet weights (memory); each optimiser still updates all its parameters.
         trainers["smd"].optimizer.optimizer.state = trainers["vanilla"].optimizer.optimizer.state
         spent = {name: instrument(trainer) for name, trainer in trainers.items()}
-        steps: dict[str, list[float]] = {}
-        parts: dict[str, dict[str, list[float]]] = {}
         for round_index in range(warmup + rounds):
             order = MODELS if round_index % 2 == 0 else MODELS[::-1]
             for checkpointing, enabled in CHECKPOINTING.items():
                 set_checkpointing(smd, enabled)  # reaches the shared UNet and the identifier
                 for model in order:
                     name = config_name(model, checkpointing)
-                    spent[model].update(forward=0.0, backward=0.0)
-                    started = time.perf_counter()
-                    trainers[model].step(batch)
-                    elapsed = time.perf_counter() - started
+                    for part in spent[model].values():
+                        part.update(dict.fromkeys(CLOCKS, 0.0))
+                    watch = Stopwatch()
+                    with watch:
+                        trainers[model].step(batch)
                     if round_index >= warmup:
-                        steps.setdefault(name, []).append(elapsed)
-                        for part, seconds in spent[model].items():
-                            parts.setdefault(name, {}).setdefault(part, []).append(seconds)
-                    log(f"  round {round_index} {name:12s} step {elapsed:7.2f} s")
+                        for clock in CLOCKS:
+                            steps[clock].setdefault(name, []).append(watch.seconds[clock])
+                            for part, seconds in spent[model].items():
+                                parts[clock].setdefault(name, {}).setdefault(part, []).append(seconds[clock])
+                    log(
+                        f"  round {round_index} {name:12s} step {watch.seconds['cpu']:7.2f} s CPU, "
+                        f"{watch.seconds['wall']:7.2f} s wall"
+                    )
         set_checkpointing(smd, False)
         parameters = {
             "unet": sum(p.numel() for p in unet.parameters()),
@@ -361,8 +382,11 @@ def time_train_steps(cfg: dict, rounds: int, warmup: int, log=print) -> tuple[di
 
 
 @torch.no_grad()
-def time_forwards(cfg: dict, repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Interleaved no-grad forwards: bare UNet, SMD model (eta derived, as in a pipeline), and SMD's parts."""
+def time_forwards(cfg: dict, repeats: int, warmup: int) -> dict[str, dict[str, list[float]]]:
+    """Interleaved no-grad forwards: bare UNet, SMD model (eta derived, as in a pipeline), and SMD's parts.
+
+    Returns ``seconds[clock][call]``.
+    """
     from diffusers_smd.models import derived_mixture_noise
 
     unet, smd = build_models(cfg)
@@ -372,8 +396,7 @@ def time_forwards(cfg: dict, repeats: int, warmup: int) -> dict[str, list[float]
     eta = derived_mixture_noise(latents, timestep)
     latent = smd.identifier(latents, timestep, eta)
     first = smd.unet.conv_in(latents)
-    last_channels = smd.hypernet_out.channels
-    last = torch.randn(latents.shape[0], last_channels, *latents.shape[2:])
+    last = torch.randn(latents.shape[0], smd.hypernet_out.channels, *latents.shape[2:])
     calls = {
         "unet": lambda: unet(latents, timestep, text),
         "smd": lambda: smd(latents, timestep, text),
@@ -381,13 +404,15 @@ def time_forwards(cfg: dict, repeats: int, warmup: int) -> dict[str, list[float]
         "identifier": lambda: smd.identifier(latents, timestep, eta),
         "hypernetworks": lambda: (smd.hypernet_in(first, latent), smd.hypernet_out(last, latent)),
     }
-    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    seconds = {clock: {name: [] for name in calls} for clock in CLOCKS}
     for index in range(warmup + repeats):
         for name, call in calls.items():
-            started = time.perf_counter()
-            call()
+            watch = Stopwatch()
+            with watch:
+                call()
             if index >= warmup:
-                seconds[name].append(time.perf_counter() - started)
+                for clock in CLOCKS:
+                    seconds[clock][name].append(watch.seconds[clock])
     return seconds
 
 
@@ -461,6 +486,47 @@ def measure_memory(args, log=print) -> tuple[dict, dict]:
     return train, forward
 
 
+#: The setting fields that decide the memory figures: runs that agree on them may share them.
+MEMORY_SETTING_KEYS = ("unet", "latent_size", "batch_size", "text_tokens", "text_dim", "smd", "threads")
+
+
+def setting_record(cfg: dict, args) -> dict:
+    """The ``setting`` section of the result JSON."""
+    from diffusers_smd.models.identifier import default_identifier_channels
+
+    identifier = list(default_identifier_channels(cfg["unet"]["block_out_channels"]))
+    return {
+        "unet": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg["unet"].items()},
+        "latent_size": cfg["latent_size"],
+        "batch_size": cfg["batch_size"],
+        "text_tokens": cfg["text"]["tokens"],
+        "text_dim": cfg["text"]["dim"],
+        "smd": {**cfg["smd"], "identifier_block_out_channels": identifier},
+        "objectives": {"vanilla": "vanilla", "smd": "smd (reference)"},
+        "optimizer": "AdamW (engine default), one state shared by the two engines",
+        "rounds": args.rounds,
+        "forward_repeats": args.forward_repeats,
+        "threads": args.threads,
+    }
+
+
+def reused_memory(path: pathlib.Path, setting: dict) -> dict:
+    """The peak-memory section of an earlier result whose setting decides the same memory figures."""
+    earlier = json.loads(path.read_text())
+    recorded = earlier.get("setting", {})
+    differing = [key for key in MEMORY_SETTING_KEYS if recorded.get(key) != setting[key]]
+    if differing:
+        raise SystemExit(f"--reuse_memory_from {path}: that run measured another {', '.join(differing)}")
+    memory = earlier.get("peak_memory") or {}
+    if "train_step_mib" not in memory:
+        raise SystemExit(f"--reuse_memory_from {path}: that run has no peak-memory section")
+    return {**memory, "reused_from": {"file": path.name, "run_measured_at": earlier.get("measured_at")}}
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def available_memory_bytes() -> int:
     with open("/proc/meminfo") as handle:
         return int(re.search(r"MemAvailable:\s+(\d+) kB", handle.read()).group(1)) * 1024
@@ -481,6 +547,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--forward_repeats", type=int, default=8, help="Timed no-grad forwards per model.")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1).")
     parser.add_argument("--skip_memory", action="store_true", help="Skip the fresh-process memory phase.")
+    parser.add_argument(
+        "--reuse_memory_from",
+        type=pathlib.Path,
+        default=None,
+        help="Take the peak-memory section from an earlier result of the same setting instead of measuring.",
+    )
     parser.add_argument(
         "--output", type=pathlib.Path, default=None, help="JSON path (default benchmarks/results/)."
     )
@@ -510,9 +582,17 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.time()
     log = print
     memory = None
-    if not (args.quick or args.skip_memory):
+    if args.reuse_memory_from is not None:
+        memory = reused_memory(args.reuse_memory_from, setting_record(cfg, args))
+        log(f"peak memory: reused from {args.reuse_memory_from}")
+    elif not (args.quick or args.skip_memory):
         log("peak memory (fresh process per configuration):")
         memory = memory_summary(*measure_memory(args, log))
+        memory["method"] = (
+            "fresh process per configuration, MALLOC_MMAP_THRESHOLD_=65536; VmHWM reset after a warm-up step; "
+            "peak = VmHWM during the measured step (or forward), growth = peak - RSS before it"
+        )
+        memory["measured_at"] = now()
     log("train steps (interleaved):")
     steps, parts, parameters = time_train_steps(cfg, rounds=args.rounds, warmup=1, log=log)
     log("forwards (interleaved):")
@@ -520,26 +600,22 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "SMD vs vanilla on the SD 1.5 UNet (CPU): engine train steps, no-grad forwards, peak memory",
         "quick": args.quick,
-        "setting": {
-            "unet": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg["unet"].items()},
-            "latent_size": cfg["latent_size"],
-            "batch_size": cfg["batch_size"],
-            "text_tokens": cfg["text"]["tokens"],
-            "text_dim": cfg["text"]["dim"],
-            "smd": {
-                **cfg["smd"],
-                "identifier_block_out_channels": parameters["identifier_block_out_channels"],
-            },
-            "objectives": {"vanilla": "vanilla", "smd": "smd (reference)"},
-            "optimizer": "AdamW (engine default), one state shared by the two engines",
-            "rounds": args.rounds,
-            "forward_repeats": args.forward_repeats,
-            "threads": args.threads,
-        },
+        "setting": setting_record(cfg, args),
         "parameters": parameters,
-        "train_step": {**train_step_summary(steps, parts), "raw_step_seconds": steps},
-        "forward": {**forward_summary(forwards), "raw_seconds": forwards},
+        "clock": "process CPU time (user + system) of the one-thread benchmark process; 'wall_clock' repeats "
+        "every figure in wall time, which other processes' load on a shared machine inflates unevenly",
+        "train_step": {
+            **train_step_summary(steps["cpu"], parts["cpu"]),
+            "wall_clock": train_step_summary(steps["wall"], parts["wall"]),
+            "raw_step_seconds": steps,
+        },
+        "forward": {
+            **forward_summary(forwards["cpu"]),
+            "wall_clock": forward_summary(forwards["wall"]),
+            "raw_seconds": forwards,
+        },
         "peak_memory": memory or {"method": "not measured (--quick or --skip_memory)"},
+        "measured_at": now(),
         "wall_seconds": time.time() - started,
         "environment": {
             "torch": torch.__version__,
@@ -548,25 +624,21 @@ def main(argv: list[str] | None = None) -> dict:
             "cpu_count": os.cpu_count(),
         },
     }
-    if memory:
-        result["peak_memory"]["method"] = (
-            "fresh process per configuration, MALLOC_MMAP_THRESHOLD_=65536; VmHWM reset after a warm-up step; "
-            "peak = VmHWM during the measured step (or forward), growth = peak - RSS before it"
-        )
     output = args.output or RESULTS / (
         "smd_text_to_image_quick.json" if args.quick else "smd_text_to_image.json"
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n")
-    train = result["train_step"]
+    train, wall = result["train_step"], result["train_step"]["wall_clock"]
     for checkpointing in CHECKPOINTING:
         log(
-            f"train step smd / vanilla ({checkpointing}): {train['ratio_smd_over_vanilla'][checkpointing]:.3f} "
-            f"(target <= {TARGET_TRAIN_RATIO}); forward+backward part "
-            f"{train['ratio_forward_backward_smd_over_vanilla'][checkpointing]:.3f}"
+            f"train step smd / vanilla ({checkpointing}): {train['ratio_smd_over_vanilla'][checkpointing]:.3f} CPU, "
+            f"{wall['ratio_smd_over_vanilla'][checkpointing]:.3f} wall (target <= {TARGET_TRAIN_RATIO}); "
+            f"forward+backward part {train['ratio_forward_backward_smd_over_vanilla'][checkpointing]:.3f} CPU"
         )
     log(
-        f"forward smd / unet: {result['forward']['ratio_smd_over_unet']:.3f} (target <= {TARGET_FORWARD_RATIO})"
+        f"forward smd / unet: {result['forward']['ratio_smd_over_unet']:.3f} CPU, "
+        f"{result['forward']['wall_clock']['ratio_smd_over_unet']:.3f} wall (target <= {TARGET_FORWARD_RATIO})"
     )
     if memory:
         for checkpointing in CHECKPOINTING:

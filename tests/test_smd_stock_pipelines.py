@@ -20,7 +20,7 @@ from diffusers import (
 )
 from PIL import Image
 
-from diffusers_smd import SMDUNet2DConditionModel, derived_mixture_noise
+from diffusers_smd import ETSDMDDIMScheduler, SMDUNet2DConditionModel, derived_mixture_noise
 from tests.pipeline_testing import NUM_TRAIN_TIMESTEPS, perturb, tiny_sd_components, tiny_sdxl_components
 
 STEPS = 3
@@ -172,3 +172,21 @@ def test_an_image_does_not_depend_on_the_rest_of_its_batch(tmp_path):
     )
     np.testing.assert_allclose(batch[0], alone[0], atol=1e-5)
     assert np.abs(batch[1] - batch[0]).max() > 1e-3
+
+
+def test_eta_stays_fresh_when_the_timestep_repeats(tmp_path):
+    """E-TSDM schedulers give the network the same condition for several steps; x_t still moves, so eta changes."""
+
+    def etsdm_scheduler(num_train_timesteps):
+        return ETSDMDDIMScheduler(
+            num_train_timesteps=num_train_timesteps, etsdm_threshold=50, etsdm_intervals=2
+        )
+
+    pipe, _, calls = build("text-to-image", tmp_path, scheduler_class=etsdm_scheduler)
+    generate("text-to-image", pipe, seed=0, num_inference_steps=20)
+    timesteps = [int(timestep) for _, timestep, _ in calls]
+    assert len(timesteps) == 20 and len(set(timesteps)) < 20  # shared conditions below the threshold
+    etas = [eta for _, _, eta in calls]
+    for i in range(len(etas)):
+        for j in range(i + 1, len(etas)):
+            assert not torch.allclose(etas[i], etas[j]), (i, j, timesteps[i], timesteps[j])

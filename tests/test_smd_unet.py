@@ -166,7 +166,7 @@ def reference_seed(row: torch.Tensor, timestep: float) -> int:
     ).numpy()
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     coordinates = np.sqrt(x.size) * (directions @ x) / np.linalg.norm(x)
-    key = np.floor(coordinates).astype("<i8")
+    key = np.floor(coordinates * 64).astype("<i8")
     digest = hashlib.blake2b(
         b"mixture-noise/v1|" + repr(tuple(row.shape)).encode(), digest_size=8, person=b"diffusers-smd"
     )
@@ -267,12 +267,12 @@ def test_derived_eta_is_standard_normal_stable_under_rounding_and_fresh_for_a_re
     eta = derived_mixture_noise(x, 250)
     assert eta.shape == x.shape and eta.dtype == x.dtype
     assert abs(eta.mean().item()) < 0.02 and abs(eta.std().item() - 1.0) < 0.02  # 32768 draws: 6 sigma
-    # Rounding-level differences (another batch size or kernel; fp16) keep the key, hence eta.
-    nudged = x * (1 + 1e-6 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3)))
+    # Rounding-level differences (another batch size or kernel) keep the key, hence eta.
+    nudged = x * (1 + 1e-7 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3)))
+    assert not torch.equal(nudged, x)
     assert torch.equal(derived_mixture_noise(nudged, 250), eta)
-    assert torch.equal(derived_mixture_noise(x.half(), 250), eta.half())
-    # A change of the size a denoising step makes gives an independent draw.
-    stepped = x + 0.5 * torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
+    # A change of 1 % (smaller than a denoising step) gives an independent draw, at the same timestep too.
+    stepped = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
     moved = derived_mixture_noise(stepped, 250)
     for row in range(8):
         correlation = torch.corrcoef(torch.stack([moved[row].flatten(), eta[row].flatten()]))[0, 1]

@@ -9,21 +9,22 @@ the identifier sees, the sample x_t and the timestep t, which the pipeline's gen
     x     = x_t[b] flattened (C order) as float64 on the CPU; n = its length
     D     = 16 x n directions: float64 N(0, 1) from torch.Generator("cpu").manual_seed(0), rows scaled to unit norm
     c     = sqrt(n) * D x / |x|                   (0 when x = 0; each entry ~ N(0, 1) for a generic x)
-    key   = floor(c / 1.0) as 16 little-endian int64
+    key   = floor(c * 64) as 16 little-endian int64          (buckets of width w = 1/64)
     seed  = BLAKE2b(digest_size=8, person=b"diffusers-smd") of
             b"mixture-noise/v1|" + repr(row shape) + float64(t_b) (little-endian) + key, read little-endian
     eta_b = torch.randn(row shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=float32)
 
 then cast to the sample's device and dtype. The hash acts as a random function of (key, t), so:
 
-* the same inputs give the same eta on every device (the dtype is not hashed: an fp16 copy of x_t keeps the
-  key except with the small probability below): the same seed, the same images;
-* another step (another t) or another image (other latents) gives an independent N(0, I) draw; two unrelated
-  rows share a key with probability about 0.28^16 ~ 1e-9 (each entry of c differs by N(0, 2));
+* the same inputs give the same eta on every device: the same seed, the same images;
 * rows with the same x_t and t share eta: classifier-free guidance's conditional and unconditional halves;
-* the key changes only when x_t moves by about one bucket (a relative change of order 1 / 16 per direction),
-  so rounding-level differences (another batch size, another attention kernel, GPU non-determinism) keep the
-  same eta except with probability about 16 x their relative size per step, instead of always.
+* another timestep, or another image (other latents), gives an independent N(0, I) draw;
+* a change of x_t of relative size e (|dx| / |x|) moves each entry of c by about N(0, e^2), so it crosses
+  about 16 * 0.8 * e / w ~ 820 e bucket boundaries. A denoising step (e of a few percent at 20-100 steps, still
+  0.2-0.5 % per step at 1000 steps) gives a fresh eta even when the timestep repeats (E-TSDM's shared
+  conditions); a rounding-level difference (e ~ 1e-6 in float32: another batch size or attention kernel, GPU
+  non-determinism) keeps eta except with probability ~ 1e-3 per call, where an exact hash of the bytes would
+  change it always. In float16 (e ~ 3e-4) about one call in five draws anew.
 
 The recipe is part of what a seed means: changing it needs a new version tag. :func:`resolve_mixture_noise`
 is the one rule every SMD UNet applies.
@@ -52,7 +53,7 @@ __all__ = [
 MIXTURE_NOISE_VERSION = b"mixture-noise/v1"
 #: Directions of the key, and the width of one bucket along each (in units of the row's own scale).
 NUM_KEY_DIRECTIONS = 16
-KEY_BUCKET_WIDTH = 1.0
+KEY_BUCKET_WIDTH = 1.0 / 64
 _DIRECTIONS_SEED = 0
 _PERSON = b"diffusers-smd"
 
