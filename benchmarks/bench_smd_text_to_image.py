@@ -573,7 +573,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.rounds, args.forward_repeats = 1, 1
     if not args.quick:
-        needed = 17 * 2**30  # weights, gradients, one AdamW state (13.8 GB) and activations, with margin
+        needed = 15 * 2**30  # weights, gradients, one AdamW state (12.8 GiB), activations and a margin
         if available_memory_bytes() < needed:
             raise SystemExit(
                 f"needs about {needed / 2**30:.0f} GiB of free memory, {available_memory_bytes() / 2**30:.1f} GiB "
