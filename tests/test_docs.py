@@ -74,8 +74,12 @@ RUN_END_TO_END = {
 #: (page, a text that occurs in exactly one python block of it) -> tests that exercise what the block shows.
 #: Only for blocks that cannot run as shown (fragments with placeholders, uploads to the real Hub).
 COVERED_ELSEWHERE = {
+    # a fine-tuned Stable Diffusion folder at full size: the same calls run on tiny SD / SDXL pipelines
+    ("docs/text-to-image-cost.md", "pipe = StableDiffusionPipeline.from_pretrained(smd_fine_tune_folder)"): (
+        "tests/test_smd_stock_pipelines.py::test_same_seed_same_images_other_seed_other_images",
+    ),
     # needs the real Inception weights (torch-fidelity, a download): the same calls run on a tiny feature network
-    ("docs/evaluation.md", "compute_digits_metrics(samples, \"heldout\")"): (
+    ("docs/evaluation.md", 'compute_digits_metrics(samples, "heldout")'): (
         "tests/test_metrics.py::test_fid_and_kid_match_the_formulas_on_the_features_of_a_tiny_network",
         "tests/test_metrics.py::test_missing_inception_weights_say_which_file_from_where_to_where",
     ),
