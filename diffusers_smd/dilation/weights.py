@@ -13,7 +13,10 @@ extension corrects the masses with the unnormalised log density only:
 3. draw ``M`` points from ``q``, weight them by ``w = pi~(z) / q(z)`` and resample ``B`` of them
    (systematic resampling). Self-normalised importance sampling is consistent for ``pi`` restricted to
    the support ``q`` covers, whatever the particles' spread over modes was; each cluster's mass is
-   ``sum of w over the draws that q attributes to it / sum of w``.
+   ``sum of w over the draws that q attributes to it / sum of w``;
+4. the normalising constant: ``log Z_hat = log((1 / M) sum_m pi~(z_m) / q(z_m))``, unbiased for the mass
+   of ``pi~`` on the region ``q`` covers (so it is low by the mass of the modes no particle found), with the
+   weights' effective sample size ``(sum w)^2 / sum w^2`` as its diagnostic.
 
 Cost: ``M`` log-density evaluations, plus ``B`` gradient evaluations for the scores at the particles
 (free when the pipeline's Metropolis-adjusted final phase, ``metropolis_steps``, ran and left them). It
@@ -28,8 +31,9 @@ import numpy as np
 import torch
 
 from .evaluator import TargetEvaluator
+from .kernels import log_mean_exp, systematic_resample
 
-__all__ = ["ModeReweighting", "cluster_modes", "importance_resample", "systematic_resample"]
+__all__ = ["ModeReweighting", "cluster_modes", "importance_resample"]
 
 
 @dataclass
@@ -40,13 +44,15 @@ class ModeReweighting:
         samples: resampled points ``(B, d)``.
         cluster_means: ``(J, d)`` centres of the modes found.
         cluster_weights: ``(J,)`` estimated mass of each mode.
-        effective_sample_size: of the importance weights.
+        effective_sample_size: of the importance weights (out of ``num_proposals``).
+        log_Z: the importance-sampling estimate of the log normalising constant (step 4).
     """
 
     samples: torch.Tensor
     cluster_means: torch.Tensor
     cluster_weights: torch.Tensor
     effective_sample_size: float
+    log_Z: float
 
 
 def newton_mode_estimates(
@@ -70,18 +76,6 @@ def cluster_modes(
     tree = linkage(z.double().cpu().numpy(), method="single")
     labels = fcluster(tree, t=float(merge_radius * scale), criterion="distance") - 1
     return torch.as_tensor(labels, dtype=torch.long)
-
-
-def systematic_resample(
-    weights: torch.Tensor, num: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Indices drawn by systematic resampling from normalised ``weights``."""
-    u = (
-        torch.rand(1, generator=generator, dtype=torch.float64) + torch.arange(num, dtype=torch.float64)
-    ) / num
-    cdf = torch.cumsum(weights.double(), 0)
-    cdf[-1] = 1.0
-    return torch.searchsorted(cdf, u).clamp_max(weights.numel() - 1)
 
 
 def ledoit_wolf_covariance(x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +141,7 @@ def importance_resample(
     merge_radius: float = 3.0,
     proposal_inflation: float = 1.1,
 ) -> ModeReweighting:
-    """Steps 1-3 of the module docstring. ``points`` are in target coordinates with their ``scores``
+    """Steps 1-4 of the module docstring. ``points`` are in target coordinates with their ``scores``
     and per-particle ``curvature``; returns as many resampled points as ``points`` has rows."""
     if num_proposals < 1:
         raise ValueError(f"num_proposals must be a positive integer, got {num_proposals}")
@@ -160,7 +154,9 @@ def importance_resample(
     z = means[comp] + (chols[comp] @ eps[..., None])[..., 0]
     log_q_parts = _mixture_log_components(z, means, chols)
     log_q = torch.logsumexp(log_q_parts, 1)
-    log_pi = evaluator.log_prob(z.to(points.dtype)).double()
+    log_pi = evaluator.log_prob(z.to(points.dtype))
+    evaluator.check(z, log_pi, None, "at the extension's proposal draws", proposal=True)
+    log_pi = log_pi.double()
     log_w = torch.where(torch.isfinite(log_pi), log_pi - log_q, torch.full_like(log_q, -torch.inf))
     w = torch.softmax(log_w, 0)
     ess = float(1.0 / (w**2).sum())
@@ -173,4 +169,5 @@ def importance_resample(
         cluster_means=means.to(points.dtype),
         cluster_weights=cluster_weights,
         effective_sample_size=ess,
+        log_Z=log_mean_exp(log_w),
     )
