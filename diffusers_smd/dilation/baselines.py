@@ -92,10 +92,14 @@ def _diverged(name: str, step: int, h: torch.Tensor) -> FloatingPointError:
 
 def _adaptive_langevin(x, num_steps, generator, score_fn, step_size, max_step_size, name):
     curvature = SecantCurvature(initial_curvature=1.0, min_curvature=1e-3, momentum=0.9)
-    sizes = []
+    sizes, h = [], None
     for k in range(num_steps):
         s = score_fn(x, k)
-        h = (step_size / curvature.update(x, s)).clamp_max(max_step_size)
+        c = curvature.update(x, s, h)
+        if curvature.unstable.any():  # undo unstable moves, as the dilation path's scheduler does
+            x = torch.where(curvature.unstable[:, None], curvature.point, x)
+            s = torch.where(curvature.unstable[:, None], curvature.score, s)
+        h = (step_size / c).clamp_max(max_step_size)
         x = langevin_step(x, s, h, torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.dtype))
         if not torch.isfinite(x).all():
             raise _diverged(name, k, h)

@@ -122,21 +122,37 @@ def log_mean_exp(values: torch.Tensor) -> float:
 
 
 def next_temperature(
-    log_likelihood_ratio: torch.Tensor, beta: float, ess_fraction: float, iterations: int = 50
+    log_likelihood_ratio: torch.Tensor,
+    beta: float,
+    ess_fraction: float,
+    log_weights: torch.Tensor | None = None,
+    iterations: int = 50,
 ) -> float:
     """Adaptive tempering: the largest ``beta' in (beta, 1]`` whose incremental weights
-    ``exp((beta' - beta) l)`` keep an effective sample size of at least ``ess_fraction * n`` (bisection)."""
+    ``w_i = exp((beta' - beta) l_i)`` keep a conditional effective sample size (Zhou, Johansen and Aston 2016)
+
+        CESS = n (sum_i W_i w_i)^2 / sum_i W_i w_i^2
+
+    of at least ``ess_fraction * n`` (bisection); ``W`` are the particles' current normalised weights
+    (``log_weights``, uniform when ``None``, where the CESS is the ESS of the ``w_i``)."""
     l_ratio = log_likelihood_ratio.double()
     n = l_ratio.numel()
+    log_w0 = (
+        torch.full((n,), -math.log(n), dtype=torch.float64)
+        if log_weights is None
+        else torch.log_softmax(log_weights.double(), 0)
+    )
 
-    def ess(b: float) -> float:
-        w = torch.softmax((b - beta) * l_ratio, 0)
-        return float(1.0 / (w * w).sum())
+    def cess(b: float) -> float:
+        inc = (b - beta) * l_ratio
+        return float(
+            n * torch.exp(2 * torch.logsumexp(log_w0 + inc, 0) - torch.logsumexp(log_w0 + 2 * inc, 0))
+        )
 
-    if ess(1.0) >= ess_fraction * n:
+    if cess(1.0) >= ess_fraction * n:
         return 1.0
     lo, hi = beta, 1.0
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if ess(mid) >= ess_fraction * n else (lo, mid)
+        lo, hi = (mid, hi) if cess(mid) >= ess_fraction * n else (lo, mid)
     return lo if lo > beta else hi

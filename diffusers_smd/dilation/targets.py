@@ -104,12 +104,19 @@ class GaussianMixture:
         return self._score_from(x, *self._component_log_probs(x))
 
     def log_prob_and_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Both at once (one pass over the components)."""
+        """Both at once: one pass over the components and one exponential (``logsumexp`` and the
+        responsibilities share ``exp(comp - max)``)."""
         comp, z = self._component_log_probs(x)
-        return torch.logsumexp(comp, dim=1), self._score_from(x, comp, z)
+        top = comp.amax(1, keepdim=True).detach()
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # all -inf: log density -inf
+        e = torch.exp(comp - top)
+        total = e.sum(1, keepdim=True)
+        return (top + total.log()).squeeze(1), self._score_from(x, comp, z, e / total)
 
-    def _score_from(self, x: torch.Tensor, comp: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        r = torch.softmax(comp, dim=1)
+    def _score_from(
+        self, x: torch.Tensor, comp: torch.Tensor, z: torch.Tensor | None, r: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        r = torch.softmax(comp, dim=1) if r is None else r
         if z is None:  # isotropic: sum_i r_i (m_i - x) / s_i^2
             r = r / self._isotropic_variances.to(x.dtype)
             return r @ self.means.to(x.dtype) - r.sum(1, keepdim=True) * x

@@ -54,66 +54,76 @@ def sequential_monte_carlo(
     dim: int | None = None,
     dtype: torch.dtype = torch.float32,
     initial_scale: float = 1.0,
-    ess_fraction: float = 0.5,
+    ess_fraction: float = 0.9,
+    resample_fraction: float = 0.5,
     num_mcmc_steps: int | None = None,
     step_size: float = 0.5,
 ) -> SamplerOutput:
-    """SMC sampler with adaptive tempering (Jasra et al. 2011; Del Moral, Doucet and Jasra 2006).
+    """SMC sampler with adaptive tempering and adaptive resampling (Del Moral, Doucet and Jasra 2006; Zhou,
+    Johansen and Aston 2016).
 
-    ``num_samples`` particles from ``rho``; at each level the next temperature is the largest ``beta'`` whose
-    incremental weights ``exp((beta' - beta) l)``, ``l = log pi~ - log rho``, keep an ESS of
-    ``ess_fraction * num_samples`` (:func:`~.kernels.next_temperature`); the particles are then resampled
-    (systematic) and moved by ``num_mcmc_steps`` MALA transitions for ``pi_beta'``. The log normalising
-    constant is the running sum of ``log mean exp((beta' - beta) l)``. Budget: when the evaluations left
-    allow only one more level, that level goes to ``beta' = 1``; evaluations left once ``beta = 1`` is
-    reached go to MALA moves at ``beta = 1``. ``num_mcmc_steps`` defaults to ``max(1, num_steps // 40)``.
+    ``num_samples`` particles from ``rho``. At each level the next temperature is the largest ``beta'`` that
+    keeps the conditional ESS of the incremental weights ``exp((beta' - beta) l)``, ``l = log pi~ - log rho``,
+    at ``ess_fraction * num_samples`` (:func:`~.kernels.next_temperature`); the particles are reweighted,
+    resampled (systematic) when their ESS falls below ``resample_fraction * num_samples``, and moved by
+    ``num_mcmc_steps`` MALA transitions for ``pi_beta'``. ``log_Z`` is the sum over levels of
+    ``log sum_i W_i exp((beta' - beta) l_i)``. Budget: when the evaluations left allow only one more level,
+    that level goes to ``beta' = 1``; evaluations left at ``beta = 1`` go to MALA moves there. The returned
+    particles are resampled to equal weights. ``num_mcmc_steps`` defaults to ``max(1, num_steps // 100)``.
     """
     num_samples, num_steps = check_common(num_samples, num_steps, step_size)
     ess_fraction = _fraction("ess_fraction", ess_fraction)
-    moves = positive_int(
-        "num_mcmc_steps", num_mcmc_steps if num_mcmc_steps is not None else max(1, num_steps // 40)
-    )
+    resample_fraction = _fraction("resample_fraction", resample_fraction)
+    default_moves = max(1, num_steps // 100)
+    moves = positive_int("num_mcmc_steps", default_moves if num_mcmc_steps is None else num_mcmc_steps)
     ev = TargetEvaluator(target, dim)
     _needs_log_prob(ev, "SMC")
     ref = GaussianReference(ev.dim, initial_scale)
     budget = num_samples * num_steps
     x = ref.sample(num_samples, generator, dtype)
     lp, s = ev.evaluate(x, "at the SMC particles drawn from the reference")
+    log_weights = torch.full((num_samples,), -math.log(num_samples), dtype=torch.float64)
     beta, log_z, log_h, level = 0.0, 0.0, math.log(step_size), 0
-    sizes, ess, accepted = [], float(num_samples), []
-    while beta < 1.0 and budget - ev.num_gradient_evaluations >= num_samples:
+    sizes, accepted = [], []
+
+    def move(x, lp, s, log_h, beta, where):
+        x, lp, s, acc = mala_transition(ev, x, lp, s, math.exp(log_h), generator, beta, ref, where)
+        sizes.append(math.exp(log_h))
+        accepted.append(float(acc.double().mean()))
+        return x, lp, s, float(_adapt(log_h, acc))
+
+    while beta < 1.0:
         l_ratio = (lp - ref.log_prob(x)).double()
         last = budget - ev.num_gradient_evaluations < 2 * moves * num_samples
-        new_beta = 1.0 if last else next_temperature(l_ratio, beta, ess_fraction)
-        log_w = (new_beta - beta) * l_ratio
-        log_z += log_mean_exp(log_w)
-        ess = effective_sample_size(log_w)
-        idx = systematic_resample(torch.softmax(log_w, 0), num_samples, generator)
-        x, lp, s, beta = x[idx], lp[idx], s[idx], new_beta
-        level += 1
+        new_beta = 1.0 if last else next_temperature(l_ratio, beta, ess_fraction, log_weights)
+        increment = log_weights + (new_beta - beta) * l_ratio
+        log_z += float(torch.logsumexp(increment, 0))
+        log_weights = torch.log_softmax(increment, 0)
+        beta, level = new_beta, level + 1
+        if effective_sample_size(log_weights) < resample_fraction * num_samples:
+            idx = systematic_resample(log_weights.exp(), num_samples, generator)
+            x, lp, s = x[idx], lp[idx], s[idx]
+            log_weights = torch.full_like(log_weights, -math.log(num_samples))
         for k in range(moves):
             if budget - ev.num_gradient_evaluations < num_samples:
                 break
-            where = f"at SMC level {level} (beta={beta:.4g}), MALA step {k}"
-            x, lp, s, acc = mala_transition(ev, x, lp, s, math.exp(log_h), generator, beta, ref, where)
-            log_h = float(_adapt(log_h, acc))
-            sizes.append(math.exp(log_h))
-            accepted.append(float(acc.double().mean()))
+            x, lp, s, log_h = move(
+                x, lp, s, log_h, beta, f"at SMC level {level} (beta={beta:.4g}), MALA step {k}"
+            )
+    ess = effective_sample_size(log_weights)
+    idx = systematic_resample(log_weights.exp(), num_samples, generator)
+    x, lp, s = x[idx], lp[idx], s[idx]
     k = 0
     while budget - ev.num_gradient_evaluations >= num_samples:  # leftover budget: MALA at beta = 1
-        x, lp, s, acc = mala_transition(
-            ev, x, lp, s, math.exp(log_h), generator, where=f"at SMC final MALA step {k}"
-        )
-        log_h, k = float(_adapt(log_h, acc)), k + 1
-        sizes.append(math.exp(log_h))
-        accepted.append(float(acc.double().mean()))
+        x, lp, s, log_h = move(x, lp, s, log_h, 1.0, f"at SMC final MALA step {k}")
+        k += 1
     return SamplerOutput(
         samples=x,
         step_sizes=torch.tensor(sizes, dtype=torch.float64),
         num_gradient_evaluations=ev.num_gradient_evaluations,
         num_log_density_evaluations=ev.num_log_density_evaluations,
         acceptance_rate=sum(accepted) / len(accepted) if accepted else None,
-        log_Z=log_z if beta == 1.0 else None,
+        log_Z=log_z,
         effective_sample_size=ess,
     )
 
