@@ -212,3 +212,12 @@ def test_a_mode_found_by_few_particles_in_high_dimension_gets_its_full_mass():
     order = rw.cluster_means[:, 0].argsort()
     torch.testing.assert_close(rw.cluster_means[order][1], means[1])
     torch.testing.assert_close(rw.cluster_weights[order], target.weights, atol=0.04, rtol=0)
+
+
+def test_numpy_integers_are_accepted_wherever_integers_are():
+    import numpy as np
+
+    out = _pipe()(TWO_MODES, np.int64(16), 3, torch.Generator().manual_seed(0), metropolis_steps=np.int64(2))
+    assert out.samples.shape == (16, 1)
+    with pytest.raises(ValueError, match="metropolis_steps"):
+        _pipe()(TWO_MODES, 8, 2, metropolis_steps=1.5)

@@ -9,7 +9,7 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from .baselines import metropolis_adjusted_langevin
+from .baselines import metropolis_adjusted_langevin, positive_int
 from .evaluator import NonFiniteTargetError, TargetEvaluator
 from .scheduler import DilationPathDivergenceError, DilationPathScheduler
 from .weights import importance_resample
@@ -99,18 +99,22 @@ class DilationPathPipeline(DiffusionPipeline):
             num_importance_samples: proposal draws of the extension (default ``20 * num_samples``).
             merge_radius, proposal_inflation: of the extension (see ``importance_resample``).
         """
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        num_samples = positive_int("num_samples", num_samples)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         evaluator = TargetEvaluator(target, dim)
         if reweight_modes and not evaluator.has_log_prob:
             raise ValueError("reweight_modes=True needs the target's log density (log_prob or a callable)")
         num_importance = 20 * num_samples if num_importance_samples is None else num_importance_samples
-        if reweight_modes and (not isinstance(num_importance, int) or num_importance < 1):
-            raise ValueError(f"num_importance_samples must be a positive integer, got {num_importance!r}")
-        if not isinstance(metropolis_steps, int) or metropolis_steps < 0:
-            raise ValueError(f"metropolis_steps must be a non-negative integer, got {metropolis_steps!r}")
+        if reweight_modes:
+            num_importance = positive_int("num_importance_samples", num_importance)
+        if metropolis_steps != 0:
+            try:
+                metropolis_steps = positive_int("metropolis_steps", metropolis_steps)
+            except ValueError:
+                raise ValueError(
+                    f"metropolis_steps must be a non-negative integer, got {metropolis_steps!r}"
+                ) from None
         if metropolis_steps and not evaluator.has_log_prob:
             raise ValueError("metropolis_steps > 0 needs the target's log density (log_prob or a callable)")
         scheduler = self.scheduler
