@@ -71,7 +71,13 @@ def test_quick_run_tables_bold_the_best_method_per_column(quick):
 def test_renderer_on_a_hand_made_result():
     stat = lambda mean, ci=0.1: {"mean": mean, "ci95": ci, "n": 5}  # noqa: E731
     results = {
-        "settings": {"methods": ["A", "B"], "budget": 10, "num_samples": 5, "num_seeds": 5, "entropic_reg": 0.05},
+        "settings": {
+            "methods": ["A", "B"],
+            "budget": 10,
+            "num_samples": 5,
+            "num_seeds": 5,
+            "entropic_reg": 0.05,
+        },
         "targets": {
             "toy": {
                 "description": "toy",
@@ -108,14 +114,40 @@ def test_docs_tables_are_the_committed_results():
     results = json.loads(COMMITTED.read_text())
     docs = (REPO / "docs" / "dilation.md").read_text()
     assert report.marked_block(docs) == report.render_tables(results)
-    assert report.marked_block(docs, run.ACCEPTANCE_BEGIN, run.ACCEPTANCE_END) == report.render_acceptance(results)
+    assert report.marked_block(docs, run.ACCEPTANCE_BEGIN, run.ACCEPTANCE_END) == report.render_acceptance(
+        results
+    )
     assert results["acceptance"] == report.acceptance(results)
     settings = results["settings"]
     assert settings["num_seeds"] == 5 and settings["methods"] == list(METHODS)
     for name, entry in results["targets"].items():
         for r in entry["runs"]:
             for method, row in r["methods"].items():
-                assert settings["budget"] - STEPS_PER_LEVEL < row["evaluations_per_sample"] <= settings["budget"], (
+                assert (
+                    settings["budget"] - STEPS_PER_LEVEL < row["evaluations_per_sample"] <= settings["budget"]
+                ), (
                     name,
                     method,
                 )
+
+
+def test_summary_table_names_the_best_method_and_both_dilation_variants():
+    stat = lambda mean: {"mean": mean, "ci95": None, "n": 1}  # noqa: E731
+    methods = ["ULA", "PT", "dilation (plain)", "dilation + reweighting"]
+    results = {
+        "settings": {"methods": methods},
+        "targets": {
+            "toy": {
+                "summary": {
+                    "entropic_w2": {
+                        "ULA": stat(9.0),
+                        "PT": stat(4.0),
+                        "dilation (plain)": stat(7.0),
+                        "dilation + reweighting": stat(3.0),
+                    }
+                }
+            }
+        },
+    }
+    lines = report.render_summary_table(results).splitlines()
+    assert lines[2] == "| toy | dilation + reweighting | 3.00 | 7.00 | PT: 4.00 |"
