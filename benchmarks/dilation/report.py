@@ -63,8 +63,10 @@ def _cell(stat: dict | None, metric: str) -> str:
         text = f"{stat['mean']:.1f}"
         return text + (f" ± {stat['ci95']:.1f}" if stat.get("ci95") is not None else "")
     text = _fmt(stat["mean"])
-    if stat.get("ci95") is not None:
-        text += f" ± {_fmt(stat['ci95'], 2)}"
+    ci = stat.get("ci95")
+    if ci is not None:
+        # identical values over the seeds leave rounding noise in the interval: show it as 0
+        text += " ± 0" if ci <= 1e-9 * max(1.0, abs(stat["mean"])) else f" ± {_fmt(ci, 2)}"
     return text
 
 
