@@ -156,7 +156,9 @@ def test_the_temperature_schedule_cools_geometrically():
     assert temperature(s.level_step_size(1e-2)) == pytest.approx(50.0)
     assert temperature(s.level_step_size(1.0)) == pytest.approx(4 / 3)
     assert temperature(s.level_step_size(0.1)) == pytest.approx(math.sqrt(50.0 * 4 / 3))
-    g = DilationPathScheduler(lambda_min=1e-2, initial_step_size=1.96, step_size=0.5, step_size_schedule="geometric")
+    g = DilationPathScheduler(
+        lambda_min=1e-2, initial_step_size=1.96, step_size=0.5, step_size_schedule="geometric"
+    )
     assert g.level_step_size(0.1) == pytest.approx(math.sqrt(1.96 * 0.5))
     with pytest.raises(ValueError, match="below 2"):
         DilationPathScheduler(initial_step_size=2.5)
