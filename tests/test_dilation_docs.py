@@ -33,3 +33,13 @@ def test_quick_start_runs_and_its_comments_hold():
     assert out.num_gradient_evaluations == 1000 * (20 * 10 + 20)
     assert out.num_log_density_evaluations == 20 * 1000
     assert namespace["out"].samples.shape == (500, 2)  # the autograd example ran last
+
+
+def test_the_baseline_snippet_runs_as_written():
+    block = re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.S)[1]
+    namespace: dict = {"torch": torch}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(compile(block, str(DOCS), "exec"), namespace)  # noqa: S102 - our own documentation
+    out = namespace["out"]
+    assert out.num_gradient_evaluations == 500 * 200
+    assert abs(out.log_Z) < 0.3  # log Z = 0 for the normalised MoG-40; SMC with 500 particles
