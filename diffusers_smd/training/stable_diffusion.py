@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from .task import check_denoiser_config
+
 __all__ = ["PretrainedLayout", "load_pretrained_pipeline", "read_pretrained_layout", "resolve_resolution"]
 
 FLAG = "--pretrained_model_name_or_path"
@@ -153,15 +155,7 @@ def _check_unet(flag: str, unet: dict, vae: dict, is_sdxl: bool) -> None:
             f"{latent_channels}-channel latents (an inpainting, depth or upscaling model?); only text-to-image "
             "UNets are supported"
         )
-    if unet.get("out_channels", in_channels) != in_channels:
-        raise ValueError(
-            f"{flag}: incompatible model: the UNet's out_channels {unet.get('out_channels')} != in_channels "
-            f"{in_channels} (learned-variance outputs are not supported)"
-        )
-    if unet.get("class_embed_type") is not None or unet.get("num_class_embeds") is not None:
-        raise ValueError(
-            f"{flag}: incompatible model: the UNet is class-conditional (not a text-to-image UNet)"
-        )
+    check_denoiser_config(unet, flag, "not a text-to-image UNet")
     addition = unet.get("addition_embed_type")
     if is_sdxl and addition != "text_time":
         raise ValueError(

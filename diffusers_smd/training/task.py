@@ -25,7 +25,20 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-__all__ = ["TaskSetup", "TrainingTask"]
+__all__ = ["TaskSetup", "TrainingTask", "check_denoiser_config"]
+
+
+def check_denoiser_config(config: Any, flag: str, purpose: str) -> None:
+    """Refuse, naming ``flag``, a UNet config no training task here supports: a learned-variance output
+    (out_channels != in_channels) or a class-conditional embedding. ``purpose`` says what the task trains."""
+    in_channels = config.get("in_channels")
+    if config.get("out_channels", in_channels) != in_channels:
+        raise ValueError(
+            f"{flag}: incompatible model: the UNet's out_channels {config.get('out_channels')} != in_channels "
+            f"{in_channels} (learned-variance outputs are not supported)"
+        )
+    if config.get("num_class_embeds") is not None or config.get("class_embed_type") is not None:
+        raise ValueError(f"{flag}: incompatible model: the UNet is class-conditional; {purpose}")
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The configuration of text-to-image fine-tuning: the flags of ``training/train_text_to_image_smd.py``.
 
-:class:`TextToImageTrainingConfig` adds to the shared :class:`~diffusers_smd.training.TrainingConfig` the data,
+:class:`TextToImageTrainingConfig` adds to the shared :class:`~diffusers_smd.training.config.ImageDataConfig` the data,
 model, LoRA and validation settings of diffusers' ``examples/text_to_image/train_text_to_image.py`` and
 ``train_text_to_image_lora.py``, with their names (``--caption_column``, ``--proportion_empty_prompts``,
 ``--validation_prompts``, ``--scale_lr``, ``--gradient_checkpointing``, ``--rank``, ...) and their defaults
@@ -9,12 +9,11 @@ where the shared defaults differ (AdamW beta1 0.9 and weight decay 1e-2, a const
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from ..losses import PREDICTION_TYPES
 from .arguments import option
-from .config import DATA, LR_SCHEDULERS, MODEL, NOISE, OPTIMISATION, OUTPUT, TrainingConfig
+from .config import DATA, LR_SCHEDULERS, MODEL, NOISE, OPTIMISATION, OUTPUT, ImageDataConfig
 
 __all__ = ["LORA", "TextToImageTrainingConfig"]
 
@@ -23,7 +22,7 @@ VALIDATION = "validation images"
 
 
 @dataclass
-class TextToImageTrainingConfig(TrainingConfig):
+class TextToImageTrainingConfig(ImageDataConfig):
     """Fine-tune a Stable Diffusion 1.x / 2.x or SDXL model with SMD and / or E-TSDM, in full or with LoRA.
 
     Flags follow diffusers' examples/text_to_image/train_text_to_image.py (and --rank of
@@ -36,9 +35,6 @@ class TextToImageTrainingConfig(TrainingConfig):
         "A Hub data set with an image and a caption column (e.g. lambdalabs/naruto-blip-captions), or a local "
         "data set folder (parquet, csv, json or arrow files).",
         group=DATA,
-    )
-    dataset_config_name: str | None = option(
-        None, "The config of the Hub data set, if it has several.", group=DATA
     )
     train_data_dir: str | None = option(
         None,
@@ -54,19 +50,11 @@ class TextToImageTrainingConfig(TrainingConfig):
         "The data set column holding captions (strings, or lists of strings to draw from).",
         group=DATA,
     )
-    cache_dir: str | None = option(
-        None, "Where downloaded data sets and models are cached.", group=DATA, resume="free"
-    )
     resolution: int | None = option(
         None,
         "Training image size in pixels (square); a multiple of the VAE's and the UNet's downsampling factors. "
         "Default: the model's own (unet sample_size x VAE scale factor: 512 for SD 1.5, 1024 for SDXL).",
         group=DATA,
-    )
-    center_crop: bool = option(False, "Crop the centre square (default: a random square).", group=DATA)
-    random_flip: bool = option(False, "Flip training images left-right with probability 1/2.", group=DATA)
-    max_train_samples: int | None = option(
-        None, "For debugging or quicker runs: train on the first N examples of the data set only.", group=DATA
     )
     proportion_empty_prompts: float = option(
         0.0,
@@ -83,7 +71,6 @@ class TextToImageTrainingConfig(TrainingConfig):
         "is wrapped with zero-initialised SMD modules, so step 0 reproduces the pretrained model.",
         group=MODEL,
     )
-    revision: str | None = option(None, "Revision of the pretrained model on the Hub.", group=MODEL)
     variant: str | None = option(
         None, "Variant of the pretrained weights to load, e.g. fp16.", group=MODEL, resume="free"
     )
@@ -155,16 +142,12 @@ class TextToImageTrainingConfig(TrainingConfig):
 
     def validate(self) -> None:
         super().validate()
-        self._check_positive("resolution", "max_train_samples", "rank", "validation_num_inference_steps")
+        self._check_positive("rank", "validation_num_inference_steps")
         if self.pretrained_model_name_or_path is None:
             raise ValueError(
                 "--pretrained_model_name_or_path is required: the Stable Diffusion 1.x / 2.x or SDXL pipeline to "
                 "fine-tune (a Hub repo id such as stable-diffusion-v1-5/stable-diffusion-v1-5, or a folder)"
             )
-        if self.dataset_name is not None and self.train_data_dir is not None:
-            raise ValueError("give either --dataset_name or --train_data_dir, not both")
-        if self.train_data_dir is not None and not os.path.isdir(self.train_data_dir):
-            raise ValueError(f"--train_data_dir {self.train_data_dir!r} is not an existing folder")
         if not 0 <= self.proportion_empty_prompts <= 1:
             raise ValueError(
                 f"--proportion_empty_prompts must be in [0, 1], got {self.proportion_empty_prompts}"

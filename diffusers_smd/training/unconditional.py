@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .config import UnconditionalTrainingConfig
-from .task import TaskSetup, TrainingTask
+from .task import TaskSetup, TrainingTask, check_denoiser_config
 
 __all__ = [
     "DEFAULT_RESOLUTION",
@@ -86,15 +86,7 @@ def _sample_size(config) -> int | None:
 
 
 def _check_unet_config(config, flag: str) -> None:
-    if config.get("out_channels", config["in_channels"]) != config["in_channels"]:
-        raise ValueError(
-            f"{flag}: incompatible model: out_channels {config['out_channels']} != in_channels "
-            f"{config['in_channels']} (learned-variance models are not supported)"
-        )
-    if config.get("num_class_embeds") is not None or config.get("class_embed_type") is not None:
-        raise ValueError(
-            f"{flag}: incompatible model: the UNet is class-conditional; this script trains unconditional models"
-        )
+    check_denoiser_config(config, flag, "this script trains unconditional models")
 
 
 class UnconditionalImageTask(TrainingTask):
