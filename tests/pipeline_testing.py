@@ -24,10 +24,17 @@ from diffusers_smd import SMDUNet2DModel
 NUM_TRAIN_TIMESTEPS = 100
 
 
-def tiny_unet(num_class_embeds: int | None = None, seed: int = 0) -> UNet2DModel:
-    """A randomly initialised 1-channel 8x8 UNet2DModel with block_out_channels (8, 16)."""
+def tiny_unet(
+    num_class_embeds: int | None = None, seed: int = 0, *, perturbed: bool = True, **overrides
+) -> UNet2DModel:
+    """The tests' one tiny UNet2DModel: 1-channel 8x8, block_out_channels (8, 16), initialised from ``seed``.
+
+    ``overrides`` change any config key (e.g. 3 channels and attention blocks). ``perturbed`` adds small seeded
+    noise to every weight, because diffusers zero-initialises some layers and a test should see every weight
+    matter; ``perturbed=False`` keeps diffusers' own initialisation.
+    """
     torch.manual_seed(seed)
-    unet = UNet2DModel(
+    config = dict(
         sample_size=8,
         in_channels=1,
         out_channels=1,
@@ -38,7 +45,8 @@ def tiny_unet(num_class_embeds: int | None = None, seed: int = 0) -> UNet2DModel
         up_block_types=("UpBlock2D", "UpBlock2D"),
         num_class_embeds=num_class_embeds,
     )
-    return perturb(unet, seed)  # diffusers zero-initialises some layers; make every weight matter
+    unet = UNet2DModel(**{**config, **overrides})
+    return perturb(unet, seed) if perturbed else unet.eval()
 
 
 def ddpm_scheduler() -> DDPMScheduler:
@@ -135,8 +143,9 @@ def tiny_vae(latent_channels: int = 4, **kwargs) -> AutoencoderKL:
     )
 
 
-def tiny_sd_unet(cross_attention_dim: int = CLIP_HIDDEN, **kwargs) -> UNet2DConditionModel:
-    return UNet2DConditionModel(
+def tiny_sd_unet(cross_attention_dim: int = CLIP_HIDDEN, **overrides) -> UNet2DConditionModel:
+    """The tests' one tiny UNet2DConditionModel (4 latent channels, 8x8, a cross-attention block)."""
+    config = dict(
         sample_size=8,
         in_channels=4,
         out_channels=4,
@@ -147,8 +156,8 @@ def tiny_sd_unet(cross_attention_dim: int = CLIP_HIDDEN, **kwargs) -> UNet2DCond
         cross_attention_dim=cross_attention_dim,
         norm_num_groups=4,
         attention_head_dim=2,
-        **kwargs,
     )
+    return UNet2DConditionModel(**{**config, **overrides})
 
 
 def tiny_sd_components(folder, seed: int = 0) -> dict:

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DConditionModel, UNet2DModel
+from pipeline_testing import tiny_sd_unet
+from pipeline_testing import tiny_unet as factory_unet
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -21,40 +23,25 @@ from diffusers_smd.models import (
     mixture_noise_seeds,
 )
 
+#: The wrappers are tested around UNets with attention blocks (the factory's UNets, refined).
+ATTENTION_UNET = dict(
+    in_channels=3,
+    out_channels=3,
+    norm_num_groups=4,
+    attention_head_dim=4,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+)
+CONDITION_UNET = dict(attention_head_dim=4, cross_attention_dim=6, num_class_embeds=3, time_cond_proj_dim=5)
+
 
 def tiny_unet(**overrides) -> UNet2DModel:
-    torch.manual_seed(0)
-    config = dict(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        attention_head_dim=4,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    )
-    return UNet2DModel(**{**config, **overrides}).eval()
+    return factory_unet(perturbed=False, **{**ATTENTION_UNET, **overrides})
 
 
 def tiny_condition_unet(**overrides) -> UNet2DConditionModel:
     torch.manual_seed(0)
-    config = dict(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        attention_head_dim=4,
-        cross_attention_dim=6,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        num_class_embeds=3,
-        time_cond_proj_dim=5,
-    )
-    return UNet2DConditionModel(**{**config, **overrides}).eval()
+    return tiny_sd_unet(**{**CONDITION_UNET, **overrides}).eval()
 
 
 def randomise_mixture_output_(model) -> None:
