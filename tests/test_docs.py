@@ -74,6 +74,10 @@ RUN_END_TO_END = {
 #: (page, a text that occurs in exactly one python block of it) -> tests that exercise what the block shows.
 #: Only for blocks that cannot run as shown (fragments with placeholders, uploads to the real Hub).
 COVERED_ELSEWHERE = {
+    # the README's text-to-image snippet loads the outputs of its two commands: run with them, scaled down
+    ("README.md", 'pipe = DiffusionPipeline.from_pretrained("sd-naruto-smd")'): (
+        "tests/test_text_to_image_docs.py::test_the_readme_section_runs",
+    ),
     # a fine-tuned Stable Diffusion folder at full size: the same calls run on tiny SD / SDXL pipelines
     ("docs/text-to-image-cost.md", "pipe = StableDiffusionPipeline.from_pretrained(smd_fine_tune_folder)"): (
         "tests/test_smd_stock_pipelines.py::test_same_seed_same_images_other_seed_other_images",

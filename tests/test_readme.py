@@ -30,7 +30,7 @@ def test_the_front_page_stays_short():
     """
     lines = README.read_text(encoding="utf-8").splitlines()
     verdicts = readme_section("Does it work?").strip("\n").splitlines()
-    assert len(lines) - len(verdicts) <= 110, len(lines) - len(verdicts)
+    assert len(lines) - len(verdicts) <= 150, len(lines) - len(verdicts)
     for method in ("## SMD", "## E-TSDM", "## The dilation-path sampler", "## Text-to-image fine-tuning"):
         assert any(line.startswith(method) for line in lines), method
 

@@ -111,3 +111,16 @@ def test_every_command_and_snippet_of_the_page_runs(stand_ins, tmp_path):
     assert (tmp_path / "sd-smd-lora" / "smd_modules").is_dir() and (tmp_path / "ninja-cat.png").is_file()
     assert type(namespace["pipe"].unet).__name__ == "SMDUNet2DConditionModel"
     assert type(namespace["pipe"].scheduler).__name__ == "ETSDMDPMSolverMultistepScheduler"
+
+
+def test_the_readme_section_runs(stand_ins, tmp_path):
+    """README.md's "Text-to-image fine-tuning" section: both commands and the loading snippet, scaled down."""
+    from tests.readme_text import readme_section
+
+    text = readme_section("Text-to-image fine-tuning")
+    assert len(run_commands(text, stand_ins)) == 2
+    namespace = run_snippets(text, stand_ins)
+    assert namespace["snippets_run"] == 1
+    assert type(namespace["pipe"].unet).__name__ == "SMDUNet2DConditionModel"
+    assert type(namespace["lora"].unet).__name__ == "SMDUNet2DConditionModel"
+    assert namespace["image"].size[0] > 0
