@@ -53,6 +53,26 @@ def time_loop(scheduler, steps: int, shape: tuple[int, ...], seed: int = 0) -> f
     return time.perf_counter() - start
 
 
+def summarize_pair(
+    name: str, parent: str, etsdm: str, parent_times: list[float], etsdm_times: list[float]
+) -> dict:
+    """One result row from the interleaved loop times (seconds): medians in ms and their ratio E-TSDM / parent.
+
+    On a shared machine the fastest repeat is the least disturbed one, so the ratio of the minimums is a second
+    estimate of the cost.
+    """
+    parent_median, etsdm_median = statistics.median(parent_times), statistics.median(etsdm_times)
+    return {
+        "scheduler": name,
+        "parent": parent,
+        "etsdm": etsdm,
+        "parent_median_ms": round(parent_median * 1e3, 3),
+        "etsdm_median_ms": round(etsdm_median * 1e3, 3),
+        "ratio": round(etsdm_median / parent_median, 4),
+        "ratio_of_minimums": round(min(etsdm_times) / min(parent_times), 4),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run (3 repeats, 10 steps)")
@@ -76,24 +96,11 @@ def main(argv: list[str] | None = None) -> dict:
         for _ in range(repeats):
             parent_times.append(time_loop(parent, steps, shape))
             etsdm_times.append(time_loop(etsdm, steps, shape))
-        parent_median, etsdm_median = statistics.median(parent_times), statistics.median(etsdm_times)
-        ratio = etsdm_median / parent_median
-        # on a shared machine the fastest repeat is the least disturbed one: a second estimate of the cost
-        ratio_of_minimums = min(etsdm_times) / min(parent_times)
-        results.append(
-            {
-                "scheduler": name,
-                "parent": parent_cls.__name__,
-                "etsdm": etsdm_cls.__name__,
-                "parent_median_ms": round(parent_median * 1e3, 3),
-                "etsdm_median_ms": round(etsdm_median * 1e3, 3),
-                "ratio": round(ratio, 4),
-                "ratio_of_minimums": round(ratio_of_minimums, 4),
-            }
-        )
+        row = summarize_pair(name, parent_cls.__name__, etsdm_cls.__name__, parent_times, etsdm_times)
+        results.append(row)
         print(
-            f"{name:34s} parent {parent_median * 1e3:8.2f} ms  E-TSDM {etsdm_median * 1e3:8.2f} ms  "
-            f"ratio {ratio:.3f}  (of minimums {ratio_of_minimums:.3f})"
+            f"{name:34s} parent {row['parent_median_ms']:8.2f} ms  E-TSDM {row['etsdm_median_ms']:8.2f} ms  "
+            f"ratio {row['ratio']:.3f}  (of minimums {row['ratio_of_minimums']:.3f})"
         )
     report = {
         "benchmark": "50-step stock sampling loop (set_timesteps + scale_model_input + step), trivial model 0.1 * x",

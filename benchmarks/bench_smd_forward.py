@@ -76,10 +76,19 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def interleaved_medians(calls: dict, repeats: int, warmup: int, clock=time.perf_counter) -> dict:
+    """Median seconds of each call: ``warmup`` untimed rounds, then ``repeats`` rounds that call each in turn
+    (a, b, c, a, b, c, ...), so load on the machine hits all alike. ``clock`` returns seconds."""
+    for _ in range(warmup):
+        for fn in calls.values():
+            fn()
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            start = clock()
+            fn()
+            times[name].append(clock() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 @torch.no_grad()
@@ -94,14 +103,22 @@ def time_forwards(unet, smd, sample, timestep, repeats: int, warmup: int) -> dic
     latent = smd.identifier(sample, timestep, eta)
     features = smd.unet.conv_in(sample)
     calls["hypernetworks"] = lambda: (smd.hypernet_in(features, latent), smd.hypernet_out(features, latent))
-    for _ in range(warmup):
-        for fn in calls.values():
-            fn()
-    times = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, fn in calls.items():
-            times[name].append(timed(fn))
-    return {name: statistics.median(values) for name, values in times.items()}
+    return interleaved_medians(calls, repeats, warmup)
+
+
+def summarize_times(times: dict, parameters: dict) -> dict:
+    """The ratios the benchmark reports, from median seconds (``unet``, ``smd``, ``identifier``,
+    ``hypernetworks``) and parameter counts (``unet``, ``smd``, ``identifier``, ``hypernetworks``)."""
+    return {
+        "median_seconds": times,
+        "time_ratio": times["smd"] / times["unet"],
+        "time_ratio_target": 1.10,
+        "overhead_share": {
+            "identifier": times["identifier"] / times["unet"],
+            "hypernetworks": times["hypernetworks"] / times["unet"],
+        },
+        "parameters": {**parameters, "overhead_ratio": parameters["smd"] / parameters["unet"]},
+    }
 
 
 def memory_child(which: str, quick: bool) -> None:
@@ -118,6 +135,19 @@ def memory_child(which: str, quick: bool) -> None:
     print(json.dumps({"peak_growth_bytes": peak - rss_before}))
 
 
+def summarize_memory(growth: dict, repeats: int) -> dict:
+    """Medians of the per-process peak-RSS growths (bytes, lists ``unet`` and ``smd``) in MiB, and their ratio."""
+    medians = {k: statistics.median(v) for k, v in growth.items()}
+    return {
+        "method": "peak RSS growth (ru_maxrss minus RSS before) during one no-grad forward, fresh process per model",
+        "unet_peak_growth_mib": medians["unet"] / 2**20,
+        "smd_peak_growth_mib": medians["smd"] / 2**20,
+        "ratio": medians["smd"] / medians["unet"],
+        "repeats": repeats,
+        "raw_bytes": growth,
+    }
+
+
 def measure_memory(quick: bool, repeats: int, threads: int) -> dict:
     growth = {"unet": [], "smd": []}
     for _ in range(repeats):
@@ -130,15 +160,7 @@ def measure_memory(quick: bool, repeats: int, threads: int) -> dict:
                 check=True,
             )
             growth[which].append(json.loads(out.stdout.strip().splitlines()[-1])["peak_growth_bytes"])
-    medians = {k: statistics.median(v) for k, v in growth.items()}
-    return {
-        "method": "peak RSS growth (ru_maxrss minus RSS before) during one no-grad forward, fresh process per model",
-        "unet_peak_growth_mib": medians["unet"] / 2**20,
-        "smd_peak_growth_mib": medians["smd"] / 2**20,
-        "ratio": medians["smd"] / medians["unet"],
-        "repeats": repeats,
-        "raw_bytes": growth,
-    }
+    return summarize_memory(growth, repeats)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -172,6 +194,15 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         memory = measure_memory(args.quick, repeats=3, threads=args.threads)
     unet_params, smd_params = count(unet), count(smd)
+    summary = summarize_times(
+        times,
+        {
+            "unet": unet_params,
+            "smd": smd_params,
+            "identifier": count(smd.identifier),
+            "hypernetworks": count(smd.hypernet_in) + count(smd.hypernet_out),
+        },
+    )
     result = {
         "benchmark": "SMDUNet2DModel forward vs the wrapped UNet2DModel (no grad, eval, CPU)",
         "quick": args.quick,
@@ -182,21 +213,12 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "threads": args.threads,
         "repeats": repeats,
-        "median_seconds": times,
-        "time_ratio": times["smd"] / times["unet"],
-        "time_ratio_target": 1.10,
-        "overhead_share": {
-            "identifier": times["identifier"] / times["unet"],
-            "hypernetworks": times["hypernetworks"] / times["unet"],
-        },
+        "median_seconds": summary["median_seconds"],
+        "time_ratio": summary["time_ratio"],
+        "time_ratio_target": summary["time_ratio_target"],
+        "overhead_share": summary["overhead_share"],
         "peak_memory": memory,
-        "parameters": {
-            "unet": unet_params,
-            "smd": smd_params,
-            "identifier": count(smd.identifier),
-            "hypernetworks": count(smd.hypernet_in) + count(smd.hypernet_out),
-            "overhead_ratio": smd_params / unet_params,
-        },
+        "parameters": summary["parameters"],
         "environment": {
             "torch": torch.__version__,
             "python": platform.python_version(),

@@ -1,12 +1,13 @@
-"""Sample-quality metrics: the Frechet digits distance (our CPU-scale stand-in for FID) and real FID.
+"""Sample-quality metrics: the Frechet digits distance (our CPU-scale stand-in for FID), and FID / KID.
 
 * :func:`frechet_distance` is the FID formula (Heusel et al. 2017) on Gaussian statistics:
   ``||mu1 - mu2||^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2))``.
 * :func:`compute_digits_metrics` fits those statistics to the penultimate-layer features of the small
   digits classifier shipped with the package (:func:`diffusers_smd.digits.load_digits_classifier`)
   and also reports the classifier's predicted-class histogram (mode coverage).
-* :func:`compute_fid` computes the real Inception FID through torchmetrics or pytorch-fid, only when
-  one of them is installed and its Inception weights are already on this machine.
+* :func:`compute_image_metrics` (and :func:`compute_fid`, :func:`compute_kid`) compute FID and KID with
+  torchmetrics on the features of any network; by default torch-fidelity's Inception v3 (through torchmetrics),
+  whose weights must already be on this machine (a path, or torch-fidelity's cache): nothing is downloaded.
 
 Image inputs (:func:`prepare_digits_images`): a float torch tensor (N, C, H, W) or a float numpy array
 (N, H, W, C) in ``value_range`` (default ``(-1, 1)``, the diffusers model space; pass ``(0, 1)`` for
@@ -33,8 +34,20 @@ __all__ = [
     "prepare_digits_images",
     "extract_digits_features",
     "compute_digits_metrics",
+    "IMAGE_METRICS",
+    "INCEPTION_FEATURE_DIM",
+    "INCEPTION_WEIGHTS_FILE",
+    "INCEPTION_WEIGHTS_URL",
+    "METRICS_INSTALL_COMMAND",
+    "check_inception_available",
+    "check_inception_backend",
     "compute_fid",
-    "FID_BACKEND_WEIGHTS",
+    "compute_image_metrics",
+    "compute_kid",
+    "default_inception_weights_path",
+    "find_inception_weights",
+    "image_features",
+    "inception_feature_extractor",
 ]
 
 _LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -284,24 +297,22 @@ def compute_digits_metrics(
 
 
 # ----------------------------------------------------------------------------------------------------
-# Real FID through an established library (optional; never a dependency of this package)
+# FID and KID through torchmetrics; the Inception network is torch-fidelity's (through torchmetrics)
 
-#: Inception weights each backend loads from ``torch.hub.get_dir()/checkpoints`` (file name, download URL).
-FID_BACKEND_WEIGHTS = {
-    "torchmetrics": (
-        "weights-inception-2015-12-05-6726825d.pth",
-        "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
-    ),
-    "pytorch-fid": (
-        "pt_inception-2015-12-05-6726825d.pth",
-        "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth",
-    ),
-}
-_BACKEND_MODULES = {"torchmetrics": ("torchmetrics", "torch_fidelity"), "pytorch-fid": ("pytorch_fid",)}
-_INSTALL_HINT = {
-    "torchmetrics": "pip install 'torchmetrics[image]'",
-    "pytorch-fid": "pip install pytorch-fid",
-}
+#: The metrics :func:`compute_image_metrics` computes on Inception (or any other) features.
+IMAGE_METRICS = ("fid", "kid")
+#: torch-fidelity's Inception v3 weights (the TensorFlow FID network converted to PyTorch), which torchmetrics'
+#: FrechetInceptionDistance / KernelInceptionDistance use: the file name and where to download it.
+INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_WEIGHTS_URL = (
+    f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_WEIGHTS_FILE}"
+)
+#: Width of the Inception pool features FID and KID are computed on.
+INCEPTION_FEATURE_DIM = 2048
+#: How to install the libraries; pinning torch to the installed release keeps pip from replacing it
+#: (torch-fidelity needs torchvision, whose newest release asks for a newer torch).
+METRICS_INSTALL_COMMAND = 'pip install "diffusers-smd[metrics]" "torch==<the torch release you have>"'
+_INCEPTION_KEYS = ("Conv2d_1a_3x3.conv.weight", "fc.weight")
 
 
 def _installed(module: str) -> bool:
@@ -311,80 +322,249 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _find_fid_backend(backend: str) -> str:
-    if backend not in ("auto", *_BACKEND_MODULES):
-        raise ValueError(f"backend must be one of ('auto', 'torchmetrics', 'pytorch-fid'), got {backend!r}")
-    candidates = list(_BACKEND_MODULES) if backend == "auto" else [backend]
-    for name in candidates:
-        if all(_installed(m) for m in _BACKEND_MODULES[name]):
-            return name
-    hints = " or ".join(f"`{_INSTALL_HINT[n]}`" for n in candidates)
-    raise ImportError(
-        f"compute_fid needs an FID library, and none is installed (looked for {', '.join(candidates)}). "
-        f"Install one with {hints}; diffusers-smd does not depend on them. For the built-in digits use "
-        "compute_digits_metrics, which needs nothing extra."
+def default_inception_weights_path() -> Path:
+    """Where torch-fidelity caches its Inception weights: ``torch.hub.get_dir()/checkpoints/<file>``.
+
+    ``torch.hub.get_dir()`` is ``$TORCH_HOME/hub`` (default ``~/.cache/torch/hub``).
+    """
+    return Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_FILE
+
+
+def _weights_instructions() -> str:
+    cache = default_inception_weights_path()
+    return (
+        f"Download {INCEPTION_WEIGHTS_FILE} (95 MB) once, on a machine with network access, from "
+        f"{INCEPTION_WEIGHTS_URL} (e.g. `curl -L -o {INCEPTION_WEIGHTS_FILE} {INCEPTION_WEIGHTS_URL}`), then put it "
+        f"at {cache} (torch-fidelity's cache; `python -c \"import torch; torch.hub.load_state_dict_from_url("
+        f"'{INCEPTION_WEIGHTS_URL}')\"` downloads it there) or pass its path with --inception_weights PATH "
+        "(weights_path= in Python)"
     )
 
 
-def _fid_weights_path(backend: str, weights_path) -> Path:
-    file_name, url = FID_BACKEND_WEIGHTS[backend]
-    path = (
-        Path(weights_path)
-        if weights_path is not None
-        else Path(torch.hub.get_dir()) / "checkpoints" / file_name
-    )
+def find_inception_weights(weights_path: str | Path | None = None) -> Path:
+    """The Inception weights file: ``weights_path``, or torch-fidelity's cache (:func:`default_inception_weights_path`).
+
+    Nothing is downloaded. Raises FileNotFoundError naming the file, its URL and where to put it.
+    """
+    path = Path(weights_path).expanduser() if weights_path is not None else default_inception_weights_path()
     if not path.is_file():
+        where = "the given weights path" if weights_path is not None else "torch-fidelity's cache"
         raise FileNotFoundError(
-            f"the Inception weights for FID ({backend}) are not on this machine: {path} does not exist. "
-            f"Download them once with `python -c \"import torch; torch.hub.load_state_dict_from_url('{url}')\"` "
-            f"(saves to {Path(torch.hub.get_dir()) / 'checkpoints'}) or pass weights_path=<the .pth file>."
+            f"the Inception weights for FID/KID are not on this machine ({where} {path} is not a file). "
+            + _weights_instructions()
         )
     return path
 
 
+def check_inception_backend() -> None:
+    """Raise ImportError, saying what to install, unless torchmetrics and torch-fidelity both import."""
+    missing = [name for name in ("torchmetrics", "torch_fidelity") if not _installed(name)]
+    if missing:
+        raise ImportError(
+            f"FID/KID with the Inception network needs torchmetrics and torch-fidelity; not installed: "
+            f"{', '.join(m.replace('_', '-') for m in missing)}. Install them with `{METRICS_INSTALL_COMMAND}` "
+            f"(here: torch=={torch.__version__.split('+')[0]}). torch-fidelity needs torchvision, which must be "
+            "the build made for your torch: for a CPU-only torch install it from the same index as torch. "
+            "The Frechet digits distance (--metric fdd) needs none of this."
+        )
+    try:
+        import torch_fidelity  # noqa: F401
+        from torchmetrics.image.fid import NoTrainInceptionV3  # noqa: F401
+    except Exception as error:  # a torchvision built for another torch fails here with many error types
+        raise ImportError(
+            f"torch-fidelity is installed but does not import ({type(error).__name__}: {error}). It imports "
+            f"torchvision, which must be the build made for your torch {torch.__version__} (a CUDA torchvision "
+            "beside a CPU-only torch fails like this): install the matching torchvision from the index you "
+            "installed torch from."
+        ) from error
+
+
+def check_inception_available(weights_path: str | Path | None = None) -> Path:
+    """Check, before any work, that the Inception network can be built offline; return the weights path.
+
+    Raises ImportError (libraries missing; the message also says whether the weights are missing) or
+    FileNotFoundError (weights missing), each saying what to install or download and where to put it.
+    """
+    try:
+        path = find_inception_weights(weights_path)
+    except FileNotFoundError as weights_error:
+        try:
+            check_inception_backend()
+        except ImportError as library_error:
+            raise ImportError(f"{library_error} Also, {weights_error}") from library_error
+        raise
+    check_inception_backend()
+    return path
+
+
+def inception_feature_extractor(weights_path: str | Path | None = None) -> torch.nn.Module:
+    """torchmetrics' Inception v3 (torch-fidelity's FID network), 2048-d pool features of uint8 RGB images.
+
+    The weights come from ``weights_path`` or torch-fidelity's cache, never from the network (see
+    :func:`check_inception_available`). The file is first read with ``torch.load(weights_only=True)`` and must
+    be an Inception state dict; only then does torch-fidelity load it. Input: uint8 (N, 3, H, W), any size
+    (resized to 299x299 inside); output: float (N, 2048).
+    """
+    path = check_inception_available(weights_path)
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"{path} could not be read as a weights file with torch.load(weights_only=True) ({error}); "
+            + _weights_instructions()
+        ) from error
+    if not isinstance(state_dict, dict) or not all(key in state_dict for key in _INCEPTION_KEYS):
+        raise ValueError(f"{path} is not torch-fidelity's Inception state dict. " + _weights_instructions())
+    del state_dict
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    return NoTrainInceptionV3(
+        name="inception-v3-compat",
+        features_list=[str(INCEPTION_FEATURE_DIM)],
+        feature_extractor_weights_path=str(path),
+    )
+
+
+class _GivenFeatures(torch.nn.Module):
+    """The identity, as torchmetrics' ``feature`` network: features are computed once and fed to FID and KID."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 @torch.no_grad()
-def compute_fid(
+def image_features(
+    images,
+    feature_extractor: torch.nn.Module,
+    *,
+    value_range=(-1.0, 1.0),
+    resolution: int | None = None,
+    batch_size: int = 50,
+) -> torch.Tensor:
+    """``feature_extractor`` applied to ``images`` as uint8 RGB (N, 3, H, W) batches; float64 (N, D) on the CPU.
+
+    ``images`` as in :func:`prepare_digits_images` (grey is repeated to RGB); ``resolution`` resizes to a
+    square side first (None keeps the size; a PIL list must then share one size). Inception takes any size.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    unit = _unit_images(images, value_range, "RGB", resolution)
+    pixels = (unit * 255).round().to(torch.uint8)
+    device = _module_device(feature_extractor)
+    chunks = [
+        feature_extractor(chunk.to(device)).reshape(len(chunk), -1).double().cpu()
+        for chunk in pixels.split(batch_size)
+    ]
+    return torch.cat(chunks)
+
+
+def compute_image_metrics(
     generated,
     reference,
+    metrics: Sequence[str] = IMAGE_METRICS,
     *,
     value_range=(-1.0, 1.0),
     reference_value_range=(-1.0, 1.0),
-    backend: str = "auto",
+    feature_extractor: torch.nn.Module | None = None,
     weights_path: str | Path | None = None,
+    resolution: int | None = None,
     batch_size: int = 50,
     device: str | torch.device = "cpu",
-) -> float:
-    """Inception FID between two image sets through torchmetrics or pytorch-fid.
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+) -> dict:
+    """FID and/or KID of ``generated`` against ``reference`` with torchmetrics.
 
-    Works only when the library is installed (``pip install 'torchmetrics[image]'`` or ``pip install
-    pytorch-fid``) and its Inception weights are already in ``torch.hub.get_dir()/checkpoints`` (or given
-    by ``weights_path``); otherwise raises ImportError / FileNotFoundError saying what to install or
-    download, before doing any work. Images as in :func:`prepare_digits_images` (grey inputs are repeated
-    to RGB; a PIL list must share one size); the library resizes them to 299x299. Use thousands of images per set for meaningful values.
+    FID (Heusel et al. 2017): :func:`frechet_distance`'s formula on Gaussian fits of the features,
+    computed by ``torchmetrics.image.fid.FrechetInceptionDistance``. KID (Binkowski et al. 2018): the unbiased
+    MMD^2 with the kernel k(x, y) = (x.y / D + 1)^3, averaged over ``kid_subsets`` random subsets of
+    ``min(kid_subset_size, N_generated, N_reference)`` images of each set, by
+    ``torchmetrics.image.kid.KernelInceptionDistance`` (subsets drawn with ``seed``; the caller's RNG is untouched).
+
+    Args:
+        generated, reference: images as in :func:`prepare_digits_images` (N >= 2 each), values in
+            ``value_range`` / ``reference_value_range``; fed to the network as uint8 RGB.
+        metrics: a subset of :data:`IMAGE_METRICS`.
+        feature_extractor: the network mapping uint8 (N, 3, H, W) images to (N, D) features; default: the
+            Inception network of :func:`inception_feature_extractor` (weights from ``weights_path`` or the cache;
+            built on ``device``). Each image goes through it once; FID and KID share the features.
+        resolution: resize both sets to this square side first (None: keep the sizes).
+
+    Returns ``{"fid": float, "kid": float, "kid_std": float, "kid_subset_size": int, "num_generated": int,
+    "num_reference": int}`` (only the metrics asked for). Both are biased for small N: compare values computed
+    with the same sample counts (thousands of images for FID with Inception).
     """
-    name = _find_fid_backend(backend)
-    path = _fid_weights_path(name, weights_path)
-    gen = _unit_images(generated, value_range, "RGB", None)
-    ref = _unit_images(reference, reference_value_range, "RGB", None)
-    if name == "torchmetrics":
+    metrics = tuple(metrics)
+    if not metrics or not set(metrics) <= set(IMAGE_METRICS):
+        raise ValueError(f"metrics must be a non-empty subset of {IMAGE_METRICS}, got {metrics!r}")
+    for name, value, least in (("kid_subsets", kid_subsets, 1), ("kid_subset_size", kid_subset_size, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if feature_extractor is None:
+        feature_extractor = inception_feature_extractor(weights_path).to(device)
+    was_training = feature_extractor.training
+    feature_extractor.eval()
+    try:
+        features = {
+            name: image_features(images, feature_extractor, value_range=value_range_, resolution=resolution,
+                                 batch_size=batch_size)
+            for name, images, value_range_ in (("generated", generated, value_range),
+                                               ("reference", reference, reference_value_range))
+        }  # fmt: skip
+    finally:
+        feature_extractor.train(was_training)
+    for name, feats in features.items():
+        if len(feats) < 2:
+            raise ValueError(f"{name} must hold at least 2 images, got {len(feats)}")
+    fake, real = features["generated"], features["reference"]
+    given = _GivenFeatures(fake.shape[1])
+    result: dict = {}
+    if "fid" in metrics:
         from torchmetrics.image.fid import FrechetInceptionDistance
 
-        metric = FrechetInceptionDistance(
-            feature=2048, normalize=True, feature_extractor_weights_path=str(path)
-        )
-        metric = metric.to(device)
-        for images, real in ((ref, True), (gen, False)):
-            for chunk in images.split(batch_size):
-                metric.update(chunk.to(device), real=real)
-        return float(metric.compute())
-    from pytorch_fid.inception import InceptionV3
+        fid = FrechetInceptionDistance(feature=given)
+        fid.update(real, real=True)
+        fid.update(fake, real=False)
+        result["fid"] = float(fid.compute())
+    if "kid" in metrics:
+        import warnings
 
-    model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True, normalize_input=True).to(
-        device
-    )
-    model.eval()
+        from torchmetrics.image.kid import KernelInceptionDistance
 
-    def features(images: torch.Tensor) -> np.ndarray:
-        return torch.cat([model(c.to(device))[0].flatten(1).cpu() for c in images.split(batch_size)]).numpy()
+        subset_size = min(kid_subset_size, len(fake), len(real))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+            kid = KernelInceptionDistance(feature=given, subsets=kid_subsets, subset_size=subset_size)
+        kid.update(real, real=True)
+        kid.update(fake, real=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            mean, std = kid.compute()
+        result.update(kid=float(mean), kid_std=float(std), kid_subset_size=subset_size)
+    result.update(num_generated=len(fake), num_reference=len(real))
+    return result
 
-    return frechet_distance(*gaussian_statistics(features(gen)), *gaussian_statistics(features(ref)))
+
+def compute_fid(generated, reference, **kwargs) -> float:
+    """Inception FID of ``generated`` against ``reference``: :func:`compute_image_metrics` with ``metrics=("fid",)``.
+
+    Needs ``pip install "diffusers-smd[metrics]"`` and the Inception weights on this machine (``weights_path=``
+    or torch-fidelity's cache); otherwise raises ImportError / FileNotFoundError saying what to do, before any work.
+    """
+    return compute_image_metrics(generated, reference, ("fid",), **kwargs)["fid"]
+
+
+def compute_kid(generated, reference, **kwargs) -> tuple[float, float]:
+    """Inception KID (mean, standard deviation over subsets): :func:`compute_image_metrics` with ``("kid",)``."""
+    result = compute_image_metrics(generated, reference, ("kid",), **kwargs)
+    return result["kid"], result["kid_std"]

@@ -163,6 +163,24 @@ def _eval_rows(folder: Path) -> list[tuple[str, ...]]:
     ]
 
 
+def _sample_grid_caption(saved: SavedPipeline, s: RunSummary | None, settings: dict) -> str:
+    """What ``sample_grid.png`` shows: samples of the training grid's sampler, or (text-to-image) one image per
+    validation prompt through the saved pipeline's own scheduler."""
+    prompts = settings.get("validation_prompts")
+    if s is not None and s.task == "text-to-image" and prompts:
+        how = [f"step {s.global_step:,}", f"`{saved.components.get('scheduler', 'the pipeline scheduler')}`"]
+        if isinstance(settings.get("validation_num_inference_steps"), int):
+            how.append(f"{settings['validation_num_inference_steps']} denoising steps")
+        shown = "; ".join(f'"{prompt}"' for prompt in prompts)
+        return f"Validation images drawn at the end of training ({', '.join(how)}), one per prompt: {shown}"
+    how = [f"step {s.global_step:,}", f"`{s.noise_scheduler}`"] if s else []
+    if isinstance(settings.get("ddpm_num_inference_steps"), int):
+        how.append(f"{settings['ddpm_num_inference_steps']} denoising steps")
+    return "A grid of samples drawn from this model at the end of training" + (
+        f" ({', '.join(how)})" if how else ""
+    )
+
+
 def render_model_card(folder: str | os.PathLike, repo_id: str, *, license: str = "apache-2.0") -> ModelCard:
     """Render the Hub model card (README.md) of a saved pipeline folder for ``repo_id``.
 
@@ -182,12 +200,7 @@ def render_model_card(folder: str | os.PathLike, repo_id: str, *, license: str =
     uses_smd = bool(s and s.objective in OBJECTIVES and OBJECTIVES[s.objective].needs_mixture_model)
     uses_etsdm = bool(s and s.uses_etsdm)
     headline = [name for name in HEADLINE_SETTINGS if uses_smd or not name.startswith("smd_")]
-    how = [f"step {s.global_step:,}", f"`{s.noise_scheduler}`"] if s else []
-    if isinstance(settings.get("ddpm_num_inference_steps"), int):
-        how.append(f"{settings['ddpm_num_inference_steps']} denoising steps")
-    caption = "A grid of samples drawn from this model at the end of training" + (
-        f" ({', '.join(how)})" if how else ""
-    )
+    caption = _sample_grid_caption(saved, s, settings)
     tags = ["diffusers", "diffusers-smd", *([s.task] if s else [])]
     tags += ["smd", "soft-mixture-denoising"] * uses_smd + ["e-tsdm"] * uses_etsdm
     data = ModelCardData(

@@ -229,8 +229,7 @@ def make_run_folder(
     import dataclasses
     import pathlib
 
-    import torch
-    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+    from diffusers import DDPMPipeline, DDPMScheduler
     from PIL import Image
 
     import diffusers_smd
@@ -240,17 +239,9 @@ def make_run_folder(
     from diffusers_smd.training.engine import parameter_counts
 
     path = pathlib.Path(path)
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        norm_num_groups=8,
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
+    from tests.pipeline_testing import tiny_unet
+
+    unet = tiny_unet(perturbed=False)
     if etsdm is not None:
         scheduler = ETSDMDDPMScheduler(
             num_train_timesteps=100, etsdm_threshold=etsdm[0], etsdm_intervals=etsdm[1]

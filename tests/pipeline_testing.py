@@ -24,10 +24,17 @@ from diffusers_smd import SMDUNet2DModel
 NUM_TRAIN_TIMESTEPS = 100
 
 
-def tiny_unet(num_class_embeds: int | None = None, seed: int = 0) -> UNet2DModel:
-    """A randomly initialised 1-channel 8x8 UNet2DModel with block_out_channels (8, 16)."""
+def tiny_unet(
+    num_class_embeds: int | None = None, seed: int = 0, *, perturbed: bool = True, **overrides
+) -> UNet2DModel:
+    """The tests' one tiny UNet2DModel: 1-channel 8x8, block_out_channels (8, 16), initialised from ``seed``.
+
+    ``overrides`` change any config key (e.g. 3 channels and attention blocks). ``perturbed`` adds small seeded
+    noise to every weight, because diffusers zero-initialises some layers and a test should see every weight
+    matter; ``perturbed=False`` keeps diffusers' own initialisation.
+    """
     torch.manual_seed(seed)
-    unet = UNet2DModel(
+    config = dict(
         sample_size=8,
         in_channels=1,
         out_channels=1,
@@ -38,7 +45,8 @@ def tiny_unet(num_class_embeds: int | None = None, seed: int = 0) -> UNet2DModel
         up_block_types=("UpBlock2D", "UpBlock2D"),
         num_class_embeds=num_class_embeds,
     )
-    return perturb(unet, seed)  # diffusers zero-initialises some layers; make every weight matter
+    unet = UNet2DModel(**{**config, **overrides})
+    return perturb(unet, seed) if perturbed else unet.eval()
 
 
 def ddpm_scheduler() -> DDPMScheduler:
@@ -135,8 +143,9 @@ def tiny_vae(latent_channels: int = 4, **kwargs) -> AutoencoderKL:
     )
 
 
-def tiny_sd_unet(cross_attention_dim: int = CLIP_HIDDEN, **kwargs) -> UNet2DConditionModel:
-    return UNet2DConditionModel(
+def tiny_sd_unet(cross_attention_dim: int = CLIP_HIDDEN, **overrides) -> UNet2DConditionModel:
+    """The tests' one tiny UNet2DConditionModel (4 latent channels, 8x8, a cross-attention block)."""
+    config = dict(
         sample_size=8,
         in_channels=4,
         out_channels=4,
@@ -147,8 +156,8 @@ def tiny_sd_unet(cross_attention_dim: int = CLIP_HIDDEN, **kwargs) -> UNet2DCond
         cross_attention_dim=cross_attention_dim,
         norm_num_groups=4,
         attention_head_dim=2,
-        **kwargs,
     )
+    return UNet2DConditionModel(**{**config, **overrides})
 
 
 def tiny_sd_components(folder, seed: int = 0) -> dict:
@@ -265,3 +274,101 @@ def condition_hook(module: torch.nn.Module, threshold=None, intervals=None):
         return tuple(args), kwargs
 
     return seen, module.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+# ---- a tiny "pretrained" text-to-image pipeline folder (for the text-to-image training tests) --------
+def save_tiny_text_to_image_pipeline(folder, sdxl: bool = False, seed: int = 0) -> Path:
+    """Save a tiny Stable Diffusion (``sdxl=False``) or SDXL pipeline folder that plays a pretrained model.
+
+    The VAE has two stages (scale factor 2) and the UNet two (factor 2), so its native resolution is
+    8 px (latents 4x4, ``sample_size`` 4) and a training resolution must be a multiple of 4. Schedulers as
+    the real models ship them: SD 1.5's PNDM (no E-TSDM variant) and SDXL's Euler (leading spacing).
+    """
+    import tempfile
+
+    from diffusers import (
+        EulerDiscreteScheduler,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
+
+    folder = Path(folder)
+    betas = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
+    with tempfile.TemporaryDirectory() as tokenizer_folder:
+        components = (tiny_sdxl_components if sdxl else tiny_sd_components)(tokenizer_folder, seed)
+    torch.manual_seed(seed)
+    components["vae"] = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=8,
+    ).eval()
+    components["unet"].register_to_config(sample_size=4)
+    if sdxl:
+        scheduler = EulerDiscreteScheduler(timestep_spacing="leading", **betas)
+        pipeline = StableDiffusionXLPipeline(scheduler=scheduler, **components)
+    else:
+        scheduler = PNDMScheduler(skip_prk_steps=True, set_alpha_to_one=False, **betas)
+        pipeline = StableDiffusionPipeline(scheduler=scheduler, **components)
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+CAPTIONS = ("a red cat", "a blue dog", "a green tree")
+
+
+def captioned_images(count: int = 6, seed: int = 0) -> tuple[list, list]:
+    """``count`` small random RGB images of mixed sizes and their captions."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    sizes = [(8, 8), (12, 10), (10, 16)]
+    images = [Image.fromarray(rng.integers(0, 256, (*sizes[i % 3], 3), dtype=np.uint8)) for i in range(count)]
+    return images, [CAPTIONS[i % len(CAPTIONS)] for i in range(count)]
+
+
+def save_captioned_image_folder(folder, count: int = 6, seed: int = 0) -> Path:
+    """An image folder with a ``metadata.jsonl`` of captions, as diffusers' train_text_to_image.py reads one."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    images, captions = captioned_images(count, seed)
+    lines = []
+    for index, (image, caption) in enumerate(zip(images, captions)):
+        image.save(folder / f"{index:03d}.png")
+        lines.append(json.dumps({"file_name": f"{index:03d}.png", "text": caption}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def captioned_dataset(count: int = 6, seed: int = 0):
+    """The same images as a ``datasets.Dataset``: an Image column ``image`` and ``text`` holding two captions per
+    image (training draws one of them, as diffusers' scripts do with lists of captions)."""
+    import datasets
+
+    images, captions = captioned_images(count, seed)
+    texts = [[caption, caption.replace("a ", "one ")] for caption in captions]
+    return datasets.Dataset.from_dict({"image": images, "text": texts}).cast_column("image", datasets.Image())
+
+
+def text_to_image_flags(pretrained, output_dir, *extra: str) -> list[str]:
+    """Flags of a tiny, fast text-to-image fine-tune of :func:`save_tiny_text_to_image_pipeline`'s model."""
+    return [
+        "--pretrained_model_name_or_path", str(pretrained),
+        "--output_dir", str(output_dir),
+        "--resolution", "8",
+        "--train_batch_size", "2",
+        "--max_train_steps", "2",
+        "--smd_latent_dim", "4",
+        "--smd_mixture_samples", "2",
+        "--learning_rate", "1e-3",
+        "--lr_warmup_steps", "0",
+        "--validation_num_inference_steps", "2",
+        "--seed", "0",
+        *extra,
+    ]  # fmt: skip

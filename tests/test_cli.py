@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sampling_reference import sampling_loop
 from training_helpers import tiny_flags, train_with_flags
 
 from diffusers_smd import cli
@@ -17,7 +18,7 @@ from diffusers_smd.cli.quickstart import pick_output_dir
 from diffusers_smd.cli.train import launch_command
 from diffusers_smd.sampling import make_scheduler
 
-SUBCOMMANDS = ["train", "sample", "eval", "lipschitz", "publish", "quickstart"]
+SUBCOMMANDS = ["train", "train-text-to-image", "sample", "eval", "lipschitz", "publish", "quickstart"]
 
 
 def subparsers():
@@ -47,6 +48,12 @@ def test_help_of_each_subcommand(command, capsys):
     assert text.startswith("usage:")
     expected = {
         "train": ["--num_processes", "--objective", "--etsdm", "--resume_from_checkpoint"],
+        "train-text-to-image": [
+            "--num_processes",
+            "--pretrained_model_name_or_path",
+            "--caption_column",
+            "--rank",
+        ],
         "sample": ["--scheduler", "--num_inference_steps", "--output"],
         "eval": ["--num_images", "--results_file"],
         "lipschitz": ["--data", "--t_max", "--dt", "--output", "--plot"],
@@ -133,14 +140,62 @@ def test_sample_writes_a_reproducible_grid_and_never_overwrites(trained_pipeline
     assert first.read_bytes() != before
 
 
-@pytest.mark.parametrize(
-    "scheduler", ["ddpm", "ddim", "dpmsolver++", "unipc", "etsdm-ddim", "etsdm-dpmsolver++"]
-)
-def test_sample_with_each_scheduler(trained_pipeline, tmp_path, scheduler):
+#: --scheduler -> its diffusers parent and the settings that make it that sampler. A solver without clip_sample
+#: clips x_0 to [-1, 1] (thresholding at 1) when the training scheduler clipped to [-1, 1].
+SAMPLE_PARENTS = {
+    "ddpm": ("DDPMScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "dpmsolver++": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "clip_by_threshold": True},
+    ),
+    "unipc": ("UniPCMultistepScheduler", {"clip_by_threshold": True}),
+    "etsdm-ddim": ("DDIMScheduler", {}),
+    "etsdm-dpmsolver++": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "clip_by_threshold": True},
+    ),
+}
+
+
+@pytest.mark.parametrize("scheduler", sorted(SAMPLE_PARENTS))
+def test_sample_with_each_scheduler_matches_a_loop_with_its_parent(trained_pipeline, tmp_path, scheduler):
+    """The PNG of `sample --scheduler X` against a hand-written loop with X's diffusers parent and settings.
+
+    The model was trained with E-TSDM, so the loop conditions the network on f(t) while the parent steps on the
+    real t. Only t < 5 of 50 differ, near the end, which moves this 1-step model's pixels by under one level: the
+    conditioning itself is checked in float in test_pipeline_call; here the sampler each name resolves to is.
+    """
+    import diffusers
+
+    from diffusers_smd import share_timesteps
+    from diffusers_smd.cli.common import load_pipeline
+
     output = tmp_path / f"{scheduler}.png"
     assert cli.main(["sample", str(trained_pipeline), "--scheduler", scheduler, "--num_images", "2",
-                     "--num_inference_steps", "2", "--output", str(output)]) == 0  # fmt: skip
-    assert Image.open(output).size == (18, 8)  # two 8 x 8 images side by side, 2 pixels apart
+                     "--num_inference_steps", "20", "--output", str(output)]) == 0  # fmt: skip
+    grid = np.asarray(Image.open(output).convert("L")).astype(int)
+    assert grid.shape == (8, 18)  # two 8 x 8 images side by side, 2 pixels apart
+
+    pipeline = load_pipeline(str(trained_pipeline), "cpu")
+    config = dict(pipeline.scheduler.config)
+    class_name, settings = SAMPLE_PARENTS[scheduler]
+    settings = dict(settings)
+    if (
+        settings.pop("clip_by_threshold", False)
+        and config["clip_sample"]
+        and config["clip_sample_range"] == 1
+    ):
+        settings.update(thresholding=True, sample_max_value=1.0)
+    parent = getattr(diffusers, class_name).from_config(config, **settings)
+    threshold, intervals = config["etsdm_threshold"], config["etsdm_intervals"]
+    images = sampling_loop(
+        pipeline.unet, parent, 20, torch.Generator().manual_seed(0), (2, 1, 8, 8),
+        condition=lambda t: share_timesteps(t, threshold, intervals),
+    )  # fmt: skip
+    expected = np.round(images[:, 0].numpy() * 255)
+    assert np.abs(grid[:, :8] - expected[0]).max() <= 1 and np.abs(grid[:, 10:] - expected[1]).max() <= 1
+    assert np.all(grid[:, 8:10] == 128)  # the gap
 
 
 def test_auto_scheduler_follows_how_the_model_was_trained(trained_pipeline):
@@ -214,6 +269,111 @@ def test_eval_writes_and_updates_eval_results(trained_pipeline, capsys):
     assert len(results) == 4 and {r["scheduler"] for r in results} == {"etsdm-ddim"}
 
 
+def _write_digit_pngs(folder, count, resolution=8):
+    """The first ``count`` held-out digits as grey PNGs; returns their uint8 pixels (N, R, R)."""
+    from diffusers_smd.digits import load_digits_images
+
+    folder.mkdir()
+    images, _ = load_digits_images("heldout", resolution=resolution)
+    pixels = ((images[:count, 0] + 1) * 127.5).round().to(torch.uint8).numpy()
+    for index, image in enumerate(pixels):
+        Image.fromarray(image).save(folder / f"{index:03d}.png")
+    return pixels
+
+
+def test_eval_fid_and_kid_against_an_image_folder_with_a_tiny_feature_network(
+    trained_pipeline, tmp_path, monkeypatch, capsys
+):
+    """The eval wiring (sampling, reading the folder, torchmetrics) with a tiny network in place of Inception."""
+    from feature_testing import TinyFeatures, fid_by_hand, kid_by_hand
+
+    from diffusers_smd import metrics
+    from diffusers_smd.cli.common import load_pipeline
+    from diffusers_smd.sampling import generate
+
+    network = TinyFeatures()
+    built = []
+    monkeypatch.setattr(metrics, "check_inception_available", lambda weights_path=None: weights_path)
+    monkeypatch.setattr(
+        metrics,
+        "inception_feature_extractor",
+        lambda weights_path=None: built.append(weights_path) or network,
+    )
+    folder = tmp_path / "real"
+    pixels = _write_digit_pngs(folder, 20)
+    results = tmp_path / "eval.json"
+    flags = ["--num_images", "20", "--num_inference_steps", "2", "--results_file", str(results)]
+    assert cli.main(["eval", str(trained_pipeline), "--metric", "fid", "kid", "--reference", str(folder),
+                     "--inception_weights", "inception.pth", *flags]) == 0  # fmt: skip
+    assert built == ["inception.pth"]
+    printed = capsys.readouterr().out
+    assert "FID (etsdm-dpmsolver++, 2 steps, 20 samples vs 20 of" in printed and "KID (" in printed
+    entries = {entry["metric"]: entry for entry in json.loads(results.read_text())}
+    assert set(entries) == {"fid", "kid"}
+    for entry in entries.values():
+        assert (
+            entry["reference"] == str(folder) and entry["num_reference"] == 20 and entry["num_samples"] == 20
+        )
+
+    # independent: the same seeded samples, the PNGs as written, the network applied by hand
+    pipeline = load_pipeline(str(trained_pipeline), "cpu")
+    scheduler, _ = make_scheduler("auto", pipeline.scheduler.config)
+    samples = generate(pipeline, 20, 2, seed=0, scheduler=scheduler)  # uint8 (N, 8, 8, 1)
+    with torch.no_grad():
+        generated = network(torch.from_numpy(samples).permute(0, 3, 1, 2).repeat(1, 3, 1, 1)).double().numpy()
+        real = network(torch.from_numpy(pixels)[:, None].repeat(1, 3, 1, 1)).double().numpy()
+    assert entries["fid"]["value"] == pytest.approx(fid_by_hand(generated, real), rel=1e-6)
+    assert entries["kid"]["value"] == pytest.approx(
+        kid_by_hand(generated, real), rel=1e-6
+    )  # subsets = all 20
+    assert entries["kid"]["std"] == pytest.approx(0.0, abs=1e-12) and entries["kid"]["subset_size"] == 20
+
+
+def test_eval_fdd_against_a_folder_of_the_heldout_digits_matches_the_builtin_reference(
+    trained_pipeline, tmp_path, capsys
+):
+    folder = tmp_path / "heldout"
+    _write_digit_pngs(folder, 359)
+    results = tmp_path / "eval.json"
+    flags = ["eval", str(trained_pipeline), "--num_images", "20", "--num_inference_steps", "2",
+             "--results_file", str(results)]  # fmt: skip
+    assert cli.main(flags) == 0
+    assert cli.main([*flags, "--reference", str(folder)]) == 0
+    entries = json.loads(results.read_text())
+    fdd = {e["reference"]: e["value"] for e in entries if e["metric"] == "frechet_digits_distance"}
+    assert set(fdd) == {"digits-heldout", str(folder)}  # two references: two entries, none replaced
+    assert fdd[str(folder)] == pytest.approx(fdd["digits-heldout"], rel=1e-3)  # the PNGs are 8-bit
+    assert {e["num_reference"] for e in entries} == {359}
+
+
+def test_eval_fid_without_inception_weights_says_where_to_get_them_before_any_work(
+    trained_pipeline, tmp_path, monkeypatch, capsys
+):
+    from diffusers_smd import metrics
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))  # an empty cache
+    check_backend = metrics.check_inception_backend
+    monkeypatch.setattr(
+        metrics, "check_inception_backend", lambda: None
+    )  # as if torch-fidelity were installed
+    loaded = []
+    monkeypatch.setattr("diffusers_smd.cli.evaluate.load_pipeline", lambda *args: loaded.append(args))
+    results = tmp_path / "eval.json"
+    for extra in ([], ["--inception_weights", str(tmp_path / "inception.pth")]):
+        assert cli.main(["eval", str(trained_pipeline), "--metric", "kid", "--results_file", str(results),
+                         *extra]) == 2  # fmt: skip
+        error = capsys.readouterr().err
+        assert metrics.INCEPTION_WEIGHTS_FILE in error and metrics.INCEPTION_WEIGHTS_URL in error
+        assert str(tmp_path / "hub" / "checkpoints") in error and "--inception_weights" in error
+    assert loaded == [] and not results.exists()
+    monkeypatch.setattr(metrics, "check_inception_backend", check_backend)
+    monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # not installed
+    assert cli.main(["eval", str(trained_pipeline), "--metric", "fid", "--results_file", str(results)]) == 2
+    error = capsys.readouterr().err
+    assert "diffusers-smd[metrics]" in error and metrics.INCEPTION_WEIGHTS_URL in error  # both things to do
+    assert loaded == [] and not results.exists()
+
+
 def test_quickstart_picks_a_fresh_folder_and_refuses_a_non_empty_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert pick_output_dir(None) == "smd-quickstart"
@@ -228,17 +388,46 @@ def test_quickstart_picks_a_fresh_folder_and_refuses_a_non_empty_one(tmp_path, m
 
 
 def test_quickstart_end_to_end_with_few_steps(tmp_path, capsys):
+    from diffusers_smd.cli.quickstart import QUICKSTART_GRID_GAP, QUICKSTART_GRID_PIXELS, QUICKSTART_SETTINGS
+
     out = tmp_path / "qs"
     assert cli.main(["quickstart", "--output_dir", str(out), "--max_train_steps", "2", "--num_images", "4",
-                     "--eval_images", "0"]) == 0  # fmt: skip
-    printed = capsys.readouterr().out
+                     "--eval_images", "3"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    (fdd,) = [
+        e
+        for e in json.loads((out / "eval_results.json").read_text())
+        if e["metric"] == "frechet_digits_distance"
+    ]
+    assert (
+        fdd["num_samples"] == 3
+        and fdd["scheduler"] == "etsdm-dpmsolver++"
+        and fdd["num_inference_steps"] == 10
+    )
+    assert lines[-1] == (
+        f"Frechet digits distance (etsdm-dpmsolver++, 10 steps, 3 samples vs the 359 held-out digits): "
+        f"{fdd['value']:.1f}; lower is better: real digits score about 33, noise about 1700."
+    )
     grids = sorted(p for p in os.listdir(out) if p.startswith("grid_"))
     assert grids == ["grid_etsdm-ddim_50steps.png", "grid_etsdm-dpmsolver++_10steps.png"]
-    for name in grids:
-        assert str(out / name) in printed
-        assert Image.open(out / name).size == (2 * 16 * 4 + 4, 2 * 16 * 4 + 4)  # 2 x 2 of 16 px, 4x, 4 px gap
+    resolution = QUICKSTART_SETTINGS["resolution"]
+    upscale = QUICKSTART_GRID_PIXELS // resolution
+    side, gap = QUICKSTART_GRID_PIXELS, QUICKSTART_GRID_GAP
+    for name, steps in (
+        ("grid_etsdm-dpmsolver++_10steps.png", "10 steps"),
+        ("grid_etsdm-ddim_50steps.png", "50 steps"),
+    ):
+        (index,) = [i for i, line in enumerate(lines) if line.endswith(str(out / name))]
+        caption = lines[index + 1]  # the caption line says what the grid shows
+        assert f"4 new digits (2 per row, each {resolution}x{resolution} sample drawn {upscale}x" in caption
+        assert steps in caption and "grey gaps" in caption
+        grid = np.asarray(Image.open(out / name).convert("L"))
+        assert grid.shape == (2 * side + gap, 2 * side + gap)  # 2 x 2 samples with a gap between them
+        assert np.all(grid[side : side + gap] == 128) and np.all(grid[:, side : side + gap] == 128)
     summary = json.loads((out / "run_summary.json").read_text())
-    assert summary["objective"] == "smd" and summary["etsdm"]["enabled"] and summary["resolution"] == 16
+    assert (
+        summary["objective"] == "smd" and summary["etsdm"]["enabled"] and summary["resolution"] == resolution
+    )
     assert json.loads((out / "quickstart_timing.json").read_text())["total_seconds"] > 0
 
 

@@ -146,3 +146,51 @@ def test_divergence_names_level_step_and_step_size():
         for t in s.timesteps:
             x = s.step(target.score(s.scale_model_input(x, t)), t, x).prev_sample
     assert "non-finite" in str(err.value)
+
+
+def test_the_temperature_schedule_cools_geometrically():
+    """T = 1 / (1 - s / 2) goes geometrically in log lambda from T_0 (lambda_min) to T_1 (lambda = 1): at
+    lambda = sqrt(lambda_min) it is sqrt(T_0 T_1); the "geometric" schedule interpolates s itself."""
+    s = DilationPathScheduler(lambda_min=1e-2, initial_step_size=1.96, step_size=0.5)
+    temperature = lambda step: 1 / (1 - step / 2)  # noqa: E731
+    assert temperature(s.level_step_size(1e-2)) == pytest.approx(50.0)
+    assert temperature(s.level_step_size(1.0)) == pytest.approx(4 / 3)
+    assert temperature(s.level_step_size(0.1)) == pytest.approx(math.sqrt(50.0 * 4 / 3))
+    g = DilationPathScheduler(
+        lambda_min=1e-2, initial_step_size=1.96, step_size=0.5, step_size_schedule="geometric"
+    )
+    assert g.level_step_size(0.1) == pytest.approx(math.sqrt(1.96 * 0.5))
+    with pytest.raises(ValueError, match="below 2"):
+        DilationPathScheduler(initial_step_size=2.5)
+    with pytest.raises(ValueError, match="step_size_schedule"):
+        DilationPathScheduler(step_size_schedule="cosine")
+    DilationPathScheduler(initial_step_size=2.5, step_size_schedule="geometric")  # allowed there, as before
+
+
+def test_an_unstable_move_is_undone():
+    """A move along which the measured curvature c makes the last step h unstable (h c > 2) is marked, and
+    the estimator keeps the previous point and score; a stable one is accepted."""
+    from diffusers_smd.dilation import SecantCurvature
+
+    y0, s0 = torch.zeros(2, 1, dtype=torch.float64), torch.zeros(2, 1, dtype=torch.float64)
+    y1, s1 = torch.ones(2, 1, dtype=torch.float64), torch.full((2, 1), -10.0, dtype=torch.float64)  # c = 10
+    tracker = SecantCurvature(initial_curvature=1.0, min_curvature=1e-3, momentum=0.9)
+    tracker.update(y0, s0)
+    c = tracker.update(y1, s1, last_step=torch.tensor([0.5, 0.1], dtype=torch.float64))  # h c = 5 and 1
+    assert c.tolist() == [10.0, 10.0]
+    assert tracker.unstable.tolist() == [True, False]
+    assert tracker.point.flatten().tolist() == [0.0, 1.0]
+    assert tracker.score.flatten().tolist() == [0.0, -10.0]
+
+
+def test_the_path_stays_stable_on_quartic_wells():
+    """The many-well's curvature grows like 12 x^2 away from its wells, where a hot explicit step overshoots
+    further at every step; the stability check keeps every particle near the wells."""
+    from diffusers_smd.dilation import DilationPathPipeline, ManyWell
+
+    target = ManyWell(dim=8)
+    pipe = DilationPathPipeline(DilationPathScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    x = pipe(target, 300, 30, torch.Generator().manual_seed(0), dtype=torch.float64).samples
+    assert torch.isfinite(x).all()
+    assert x[:, 0::2].abs().max() < 3.5 and x[:, 1::2].abs().max() < 6.0

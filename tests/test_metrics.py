@@ -4,16 +4,23 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from feature_testing import TinyFeatures, fid_by_hand, kid_by_hand, tiny_features_by_hand
 from PIL import Image
 
 from diffusers_smd import metrics
 from diffusers_smd.digits import load_digits_images
 from diffusers_smd.metrics import (
+    INCEPTION_WEIGHTS_FILE,
+    INCEPTION_WEIGHTS_URL,
+    check_inception_available,
     compute_digits_metrics,
     compute_fid,
+    compute_image_metrics,
+    compute_kid,
     extract_digits_features,
     frechet_distance,
     gaussian_statistics,
+    inception_feature_extractor,
     prepare_digits_images,
 )
 
@@ -144,24 +151,114 @@ def test_compute_digits_metrics_needs_two_images(heldout):
         compute_digits_metrics(heldout[0][:1], heldout[0])
 
 
-def test_compute_fid_without_a_library_says_what_to_install(monkeypatch, heldout):
-    for module in ("torchmetrics", "torch_fidelity", "pytorch_fid"):
-        monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(ImportError, match="pip install"):
-        compute_fid(heldout[0], heldout[0])
-    with pytest.raises(ValueError, match="backend"):
-        compute_fid(heldout[0], heldout[0], backend="clean-fid")
+# ----------------------------------------------------------------------------------------------------
+# FID / KID through torchmetrics, wired with a tiny feature network in place of Inception
 
 
-def test_compute_fid_without_weights_says_what_to_download(monkeypatch, tmp_path, heldout):
-    # a library that is importable but whose Inception weights are not on this machine
-    for module in ("torchmetrics", "torch_fidelity"):
-        (tmp_path / "fake" / module).mkdir(parents=True)
-        (tmp_path / "fake" / module / "__init__.py").write_text("")
-        monkeypatch.delitem(sys.modules, module, raising=False)
-    monkeypatch.syspath_prepend(str(tmp_path / "fake"))
+def test_fid_and_kid_match_the_formulas_on_the_features_of_a_tiny_network(heldout):
+    images = heldout[0]
+    generated = images[:40]
+    reference = torch.nn.functional.avg_pool2d(images[40:80], 3, 1, 1)  # blurred other digits
+    network = TinyFeatures()
+    result = compute_image_metrics(generated, reference, feature_extractor=network, batch_size=16)
+    f_gen, f_ref = tiny_features_by_hand(generated, network), tiny_features_by_hand(reference, network)
+    expected_fid = fid_by_hand(f_gen, f_ref)
+    assert expected_fid > 0.01  # the two sets differ: a real check
+    assert result["fid"] == pytest.approx(expected_fid, rel=1e-6)
+    # equal set sizes and subset_size >= N: every subset is the whole set, so KID is the full-sample MMD^2
+    assert result["kid_subset_size"] == 40 and result["kid_std"] == pytest.approx(0.0, abs=1e-12)
+    assert result["kid"] == pytest.approx(kid_by_hand(f_gen, f_ref), rel=1e-6)
+    assert result["num_generated"] == result["num_reference"] == 40
+    # the functions of one metric, and the metric of a set against itself
+    assert compute_fid(generated, reference, feature_extractor=network) == pytest.approx(
+        result["fid"], rel=1e-9
+    )
+    assert compute_kid(generated, reference, feature_extractor=network)[0] == pytest.approx(result["kid"])
+    assert abs(compute_fid(generated, generated, feature_extractor=network)) < 1e-6
+
+
+def test_kid_subsets_come_from_the_seed_and_leave_the_global_rng_alone(heldout):
+    images = heldout[0]
+    generated, reference = images[:30], images[100:160]  # subsets of 30 of the 60 references differ
+    network = TinyFeatures()
+
+    def kid(seed):
+        return compute_image_metrics(generated, reference, ("kid",), feature_extractor=network, seed=seed)
+
+    state = torch.random.get_rng_state()
+    first, again, other = kid(0), kid(0), kid(1)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert first == again and first["kid"] != other["kid"] and first["kid_std"] > 0
+    assert set(first) == {"kid", "kid_std", "kid_subset_size", "num_generated", "num_reference"}
+
+
+def test_image_metrics_reject_bad_arguments(heldout):
+    images = heldout[0][:4]
+    with pytest.raises(ValueError, match="metrics"):
+        compute_image_metrics(images, images, ("fdd",), feature_extractor=TinyFeatures())
+    with pytest.raises(ValueError, match="kid_subset_size"):
+        compute_image_metrics(images, images, kid_subset_size=1, feature_extractor=TinyFeatures())
+    with pytest.raises(ValueError, match="generated"):
+        compute_image_metrics(images[:1], images, feature_extractor=TinyFeatures())
+
+
+@pytest.fixture
+def empty_torch_hub(monkeypatch, tmp_path):
+    """torch-fidelity's weights cache is torch.hub's: point it at an empty folder."""
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
-    with pytest.raises(FileNotFoundError, match="load_state_dict_from_url") as excinfo:
-        compute_fid(heldout[0], heldout[0], backend="torchmetrics")
-    assert metrics.FID_BACKEND_WEIGHTS["torchmetrics"][0] in str(excinfo.value)
-    assert str(tmp_path / "hub") in str(excinfo.value)
+    return tmp_path / "hub" / "checkpoints" / INCEPTION_WEIGHTS_FILE
+
+
+def _library(monkeypatch, installed: bool):
+    if installed:
+        monkeypatch.setattr(metrics, "check_inception_backend", lambda: None)
+    else:
+        monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # as if not installed
+
+
+def test_missing_inception_weights_say_which_file_from_where_to_where(monkeypatch, empty_torch_hub, heldout):
+    _library(monkeypatch, installed=True)
+    with pytest.raises(FileNotFoundError) as excinfo:
+        check_inception_available()
+    message = str(excinfo.value)
+    for needed in (
+        INCEPTION_WEIGHTS_FILE,
+        INCEPTION_WEIGHTS_URL,
+        str(empty_torch_hub),
+        "--inception_weights",
+    ):
+        assert needed in message
+    with pytest.raises(FileNotFoundError, match="the given weights path"):
+        check_inception_available(empty_torch_hub.parent / "elsewhere.pth")
+    with pytest.raises(FileNotFoundError, match=INCEPTION_WEIGHTS_FILE):  # before any work
+        compute_fid(heldout[0], heldout[0])
+    empty_torch_hub.parent.mkdir(parents=True)
+    empty_torch_hub.write_bytes(b"")
+    assert check_inception_available() == empty_torch_hub  # the cache is where it looks
+
+
+def test_missing_libraries_say_what_to_install(monkeypatch, empty_torch_hub, tmp_path):
+    _library(monkeypatch, installed=False)
+    with pytest.raises(ImportError) as excinfo:
+        check_inception_available()
+    message = str(excinfo.value)
+    assert "torch-fidelity" in message and "diffusers-smd[metrics]" in message
+    assert "torch==" + torch.__version__.split("+")[0] in message  # keeps pip from replacing torch
+    assert INCEPTION_WEIGHTS_URL in message  # the weights are missing too: said in the same error
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"")
+    with pytest.raises(ImportError) as excinfo:
+        check_inception_available(weights)
+    assert INCEPTION_WEIGHTS_URL not in str(excinfo.value)
+
+
+def test_inception_weights_are_read_safely_before_the_library_loads_them(monkeypatch, tmp_path):
+    _library(monkeypatch, installed=True)
+    not_inception = tmp_path / "other.pth"
+    torch.save({"weight": torch.zeros(2)}, not_inception)
+    with pytest.raises(ValueError, match="not torch-fidelity's Inception state dict"):
+        inception_feature_extractor(not_inception)
+    pickled_object = tmp_path / "object.pth"
+    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(1), "fc.weight": TinyFeatures()}, pickled_object)
+    with pytest.raises(ValueError, match="weights_only=True"):  # arbitrary objects are never unpickled
+        inception_feature_extractor(pickled_object)

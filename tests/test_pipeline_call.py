@@ -18,8 +18,10 @@ from diffusers_smd import (
     ETSDMDDPMScheduler,
     ETSDMDPMSolverMultistepScheduler,
     SMDPipeline,
+    derived_mixture_noise,
     share_timesteps,
 )
+from diffusers_smd.etsdm import DEFAULT_ETSDM_INTERVALS
 from diffusers_smd.models import accepts_mixture_noise
 from tests.pipeline_testing import (
     NUM_TRAIN_TIMESTEPS,
@@ -29,6 +31,7 @@ from tests.pipeline_testing import (
     smd_unet,
     tiny_unet,
 )
+from tests.sampling_reference import sampling_loop
 
 SCHEDULERS = {
     "ddpm": lambda: ddpm_scheduler(),
@@ -202,11 +205,31 @@ def test_class_conditional_unet_uses_the_labels(model):
             pipe(generator=seeded(0), class_labels=bad, **kwargs)
 
 
-def test_to_dtype_runs_in_that_dtype():
-    pipe = make_pipe().to("cpu", torch.float64)
-    assert pipe.unet.dtype == torch.float64
-    images = pipe(batch_size=1, num_inference_steps=2, generator=seeded(0), output_type="pt").images
-    assert images.dtype == torch.float64 and torch.isfinite(images).all()
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float64, 1e-5), (torch.float16, 2e-2)])
+def test_other_dtypes_agree_with_a_float32_loop_on_the_same_draws(dtype, tolerance):
+    """The pipeline in ``dtype`` against a float32 DDIM loop fed the noise that run drew (upcast)."""
+    unet = smd_unet()
+    pipe = make_pipe(DDIMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS), smd_unet()).to("cpu", dtype)
+    assert pipe.unet.dtype == dtype
+    inputs, etas = [], []
+
+    def record(module, args, kwargs):
+        inputs.append(args[0].clone())
+        etas.append(kwargs["mixture_noise"].clone())
+
+    pipe.unet.register_forward_pre_hook(record, with_kwargs=True)
+    images = pipe(batch_size=2, num_inference_steps=4, generator=seeded(0), output_type="pt").images
+    assert images.dtype == dtype and inputs[0].dtype == etas[0].dtype == dtype
+
+    reference_scheduler = DDIMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS)
+    reference_scheduler.set_timesteps(4)
+    x = inputs[0].float()  # DDIM: the first model input is the initial noise
+    with torch.no_grad():
+        for t, eta in zip(reference_scheduler.timesteps, etas):
+            x = reference_scheduler.step(unet(x, t, mixture_noise=eta.float()).sample, t, x).prev_sample
+    expected = (x / 2 + 0.5).clamp(0, 1)
+    assert (expected - 0.5).abs().max() > 0.1  # not a blank image: the comparison has content
+    torch.testing.assert_close(images.float(), expected, atol=tolerance, rtol=0)
 
 
 BAD_CALLS = [
@@ -286,8 +309,88 @@ def test_a_generator_list_draws_mixture_noise_per_example(model):
         np.testing.assert_allclose(batch[index], alone[0], atol=1e-5)
 
 
-def test_smd_unet_works_with_each_scheduler_family():
+def smd_loop(unet, scheduler, steps, seed, condition=None):
+    return sampling_loop(unet, scheduler, steps, seeded(seed), (2, 1, 8, 8), condition)
+
+
+#: sampler -> (its parent diffusers scheduler, the condition timestep the network gets at real t)
+PARENTS = {
+    "dpmsolver++": (SCHEDULERS["dpmsolver++"], lambda t: t),
+    "unipc": (SCHEDULERS["unipc"], lambda t: t),
+    "euler": (SCHEDULERS["euler"], lambda t: t),
+    "etsdm-ddpm": (ddpm_scheduler, lambda t: share_timesteps(t, 50, DEFAULT_ETSDM_INTERVALS)),
+    "etsdm-dpmsolver++": (
+        SCHEDULERS["dpmsolver++"],
+        lambda t: share_timesteps(t, 50, DEFAULT_ETSDM_INTERVALS),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PARENTS))
+def test_smd_unet_with_each_scheduler_family_matches_a_loop_with_the_parent(name):
+    """SMDPipeline with an SMD UNet against a hand-written loop with the parent scheduler (E-TSDM: the network
+    at f(t), the parent stepping on the real t)."""
     unet = smd_unet()
-    for name in ("dpmsolver++", "unipc", "etsdm-ddpm"):
-        images = make_pipe(SCHEDULERS[name](), unet)(batch_size=2, num_inference_steps=4, generator=seeded(0))
-        assert len(images.images) == 2, name
+    ours = make_pipe(SCHEDULERS[name](), unet)(
+        batch_size=2, num_inference_steps=7, generator=seeded(6), output_type="pt"
+    ).images
+    parent, condition = PARENTS[name]
+    expected = smd_loop(unet, parent(), 7, 6, condition)
+    assert (expected - 0.5).abs().max() > 0.1
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    if name.startswith("etsdm-"):  # 7 steps put t = 42, 28, 14 below the threshold: f(t) != t matters
+        assert (ours - smd_loop(unet, parent(), 7, 6)).abs().max() > 1e-4
+
+
+def test_smd_pipeline_draws_fresh_mixture_noise_at_every_step():
+    """eta_i is a new draw from the call's generator at step i; one eta per trajectory must fail this test."""
+    unet = smd_unet()
+    seen = []
+    unet.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["mixture_noise"].clone()), with_kwargs=True
+    )
+    ours = make_pipe(DDIMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS), unet)(
+        batch_size=2, num_inference_steps=4, generator=seeded(8), output_type="pt"
+    ).images
+    generator = seeded(8)
+    initial = torch.randn((2, 1, 8, 8), generator=generator)
+    etas = [torch.randn((2, 1, 8, 8), generator=generator) for _ in range(4)]
+    assert len(seen) == 4 and all(torch.equal(a, b) for a, b in zip(seen, etas))
+
+    def ddim(per_step_etas):
+        scheduler = DDIMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS)
+        scheduler.set_timesteps(4)
+        x = initial
+        with torch.no_grad():
+            for t, eta in zip(scheduler.timesteps, per_step_etas):
+                x = scheduler.step(unet(x, t, mixture_noise=eta).sample, t, x).prev_sample
+        return (x / 2 + 0.5).clamp(0, 1)
+
+    torch.testing.assert_close(ours, ddim(etas), atol=1e-6, rtol=0)
+    assert (ours - ddim([etas[0]] * 4)).abs().max() > 1e-3  # what one draw per trajectory would give
+
+
+def test_stock_ddpm_pipeline_with_an_smd_unet_matches_a_hand_written_loop():
+    """DDPMPipeline calls ``unet(x, t)`` without a generator: under no_grad the SMD UNet derives eta from
+    (x_t, t) (``derived_mixture_noise``), so the pipeline's generator fixes the images."""
+    unet = smd_unet()
+    stock = DDPMPipeline(unet=unet, scheduler=ddpm_scheduler())
+    stock.set_progress_bar_config(disable=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        images = stock(batch_size=2, num_inference_steps=5, generator=seeded(3), output_type="np").images
+
+        torch.manual_seed(6)  # the global RNG plays no part any more
+        scheduler = ddpm_scheduler()
+        scheduler.set_timesteps(5)
+        generator = seeded(3)
+        x = torch.randn((2, 1, 8, 8), generator=generator)
+        with torch.no_grad():
+            for t in scheduler.timesteps:
+                eta = derived_mixture_noise(x, t)  # what the model uses when it is given no eta
+                x = scheduler.step(
+                    unet(x, t, mixture_noise=eta).sample, t, x, generator=generator
+                ).prev_sample
+    expected = (x / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    assert np.abs(expected - 0.5).max() > 0.1
+    np.testing.assert_allclose(images, expected, atol=1e-6)

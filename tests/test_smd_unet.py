@@ -1,5 +1,7 @@
+import hashlib
 import inspect
 import json
+import struct
 import subprocess
 import sys
 
@@ -7,45 +9,39 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DConditionModel, UNet2DModel
+from pipeline_testing import tiny_sd_unet
+from pipeline_testing import tiny_unet as factory_unet
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from diffusers_smd.models import SMDUNet2DConditionModel, SMDUNet2DModel, accepts_mixture_noise
+from diffusers_smd.models import (
+    SMDUNet2DConditionModel,
+    SMDUNet2DModel,
+    accepts_mixture_noise,
+    derived_mixture_noise,
+    mixture_noise_keys,
+    mixture_noise_seeds,
+)
+
+#: The wrappers are tested around UNets with attention blocks (the factory's UNets, refined).
+ATTENTION_UNET = dict(
+    in_channels=3,
+    out_channels=3,
+    norm_num_groups=4,
+    attention_head_dim=4,
+    down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+    up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+)
+CONDITION_UNET = dict(attention_head_dim=4, cross_attention_dim=6, num_class_embeds=3, time_cond_proj_dim=5)
 
 
 def tiny_unet(**overrides) -> UNet2DModel:
-    torch.manual_seed(0)
-    config = dict(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        attention_head_dim=4,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    )
-    return UNet2DModel(**{**config, **overrides}).eval()
+    return factory_unet(perturbed=False, **{**ATTENTION_UNET, **overrides})
 
 
 def tiny_condition_unet(**overrides) -> UNet2DConditionModel:
     torch.manual_seed(0)
-    config = dict(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        attention_head_dim=4,
-        cross_attention_dim=6,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        num_class_embeds=3,
-        time_cond_proj_dim=5,
-    )
-    return UNet2DConditionModel(**{**config, **overrides}).eval()
+    return tiny_sd_unet(**{**CONDITION_UNET, **overrides}).eval()
 
 
 def randomise_mixture_output_(model) -> None:
@@ -149,30 +145,154 @@ def test_identifier_outputs_a_latent_map_at_input_resolution():
 # ---------------------------------------------------------------- eta: fresh, reproducible, given
 
 
-def test_mixture_noise_and_generator_make_a_forward_reproducible():
+def reference_seed(row: torch.Tensor, timestep: float) -> int:
+    """The documented derivation, written out with numpy and hashlib (pins the recipe: a change needs a new tag)."""
+    x = row.double().numpy().reshape(-1)
+    directions = torch.randn(
+        16, x.size, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    ).numpy()
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    coordinates = np.sqrt(x.size) * (directions @ x) / np.linalg.norm(x)
+    key = np.floor(coordinates * 64).astype("<i8")
+    digest = hashlib.blake2b(
+        b"mixture-noise/v1|" + repr(tuple(row.shape)).encode(), digest_size=8, person=b"diffusers-smd"
+    )
+    digest.update(struct.pack("<d", float(timestep)))
+    digest.update(key.tobytes())
+    return int.from_bytes(digest.digest(), "little")
+
+
+def reference_eta(sample: torch.Tensor, timesteps) -> torch.Tensor:
+    rows = []
+    for row, t in zip(sample, timesteps):
+        generator = torch.Generator().manual_seed(reference_seed(row, t))
+        rows.append(torch.randn(row.shape, generator=generator))
+    return torch.stack(rows).to(sample.dtype)
+
+
+def test_explicit_mixture_noise_and_generator_are_used_as_given():
     model = SMDUNet2DModel.from_unet(tiny_unet(), latent_dim=5).eval()
     randomise_mixture_output_(model)
     x, t = torch.randn(2, 3, 8, 8), 30
     with torch.no_grad():
-        first, second = model(x, t).sample, model(x, t).sample
-        assert not torch.allclose(first, second)  # a fresh eta each plain call
         seeded = [model(x, t, generator=torch.Generator().manual_seed(7)).sample for _ in range(2)]
         assert torch.equal(seeded[0], seeded[1])
         eta = torch.randn(x.shape, generator=torch.Generator().manual_seed(7))
         assert torch.equal(model(x, t, mixture_noise=eta).sample, seeded[0])
+        other = model(x, t, generator=torch.Generator().manual_seed(8)).sample
+        assert not torch.allclose(other, seeded[0])
+        # A generator list gives each example its own stream, as diffusers' randn_tensor does.
+        listed = model(x, t, generator=[torch.Generator().manual_seed(s) for s in (1, 2)]).sample
+        etas = torch.cat(
+            [torch.randn((1, 3, 8, 8), generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+        )
+        assert torch.equal(listed, model(x, t, mixture_noise=etas).sample)
 
 
-def test_stock_ddpm_pipeline_runs_an_smd_model():
+def test_while_autograd_records_a_plain_call_draws_eta_from_the_global_random_state():
+    """Training behaviour, unchanged: fresh eta per call from torch's RNG (whose state the engine checkpoints)."""
+    model = SMDUNet2DModel.from_unet(tiny_unet(), latent_dim=5).train()
+    randomise_mixture_output_(model)
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([5, 9])
+    torch.manual_seed(11)
+    drawn = model(x, t).sample
+    torch.manual_seed(11)
+    eta = torch.randn(x.shape)
+    assert torch.equal(drawn, model(x, t, mixture_noise=eta).sample)
+    assert not torch.allclose(model(x, t).sample, model(x, t).sample)
+
+
+def test_under_no_grad_a_plain_call_derives_eta_from_sample_and_timestep():
     model = SMDUNet2DModel.from_unet(tiny_unet(), latent_dim=5).eval()
     randomise_mixture_output_(model)
-    pipe = DDPMPipeline(unet=model, scheduler=DDPMScheduler(num_train_timesteps=20))
-    pipe.set_progress_bar_config(disable=True)
-    images = pipe(
-        batch_size=2, num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="np"
-    )
-    images = images.images
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([30, 600])
+    rng_before = torch.get_rng_state()
+    with torch.no_grad():
+        first, second = model(x, t).sample, model(x, t).sample
+        expected = model(x, t, mixture_noise=reference_eta(x, [30, 600])).sample
+    with torch.inference_mode():
+        third = model(x, t).sample
+    assert torch.equal(first, expected) and torch.equal(second, expected) and torch.equal(third, expected)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the global random state is not consumed
+    with torch.no_grad():
+        assert not torch.allclose(model(x, t + 1).sample, first)  # another timestep, another eta
+
+
+def test_mixture_noise_seeds_follow_the_documented_recipe():
+    x = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.0, 999.0, 17.5])
+    assert mixture_noise_seeds(x, t) == [reference_seed(row, v) for row, v in zip(x, t.tolist())]
+    assert torch.equal(derived_mixture_noise(x, t), reference_eta(x, t.tolist()))
+    half = x.to(torch.bfloat16)
+    assert mixture_noise_seeds(half, 5) == [reference_seed(row, 5) for row in half]
+    assert mixture_noise_keys(x).shape == (3, 16) and mixture_noise_keys(x).dtype == torch.int64
+
+
+def test_derived_eta_depends_only_on_each_rows_values_and_timestep():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 4, 8, 8, generator=gen)
+    eta = derived_mixture_noise(x, 500)
+    # Per row: independent of the rest of the batch, of memory layout and of the timestep's form.
+    assert torch.equal(derived_mixture_noise(x[2:3], 500), eta[2:3])
+    assert torch.equal(derived_mixture_noise(x.to(memory_format=torch.channels_last), 500), eta)
+    for same in (500.0, torch.tensor(500), torch.tensor([500.0]), torch.full((4,), 500)):
+        assert torch.equal(derived_mixture_noise(x, same), eta)
+    per_row = derived_mixture_noise(x, torch.tensor([500, 1, 500, 2]))
+    assert torch.equal(per_row[[0, 2]], eta[[0, 2]]) and not torch.allclose(per_row[1], eta[1])
+    # Identical rows share eta (classifier-free guidance's two halves); distinct rows do not.
+    doubled = torch.cat([x, x])
+    assert torch.equal(derived_mixture_noise(doubled, 500), torch.cat([eta, eta]))
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert abs(torch.corrcoef(torch.stack([eta[a].flatten(), eta[b].flatten()]))[0, 1]) < 0.25
+    with pytest.raises(ValueError, match="`timestep`"):
+        derived_mixture_noise(x, torch.tensor([1, 2]))
+
+
+def test_derived_eta_is_standard_normal_stable_under_rounding_and_fresh_for_a_real_change():
+    x = torch.randn(8, 4, 32, 32, generator=torch.Generator().manual_seed(2))
+    eta = derived_mixture_noise(x, 250)
+    assert eta.shape == x.shape and eta.dtype == x.dtype
+    assert abs(eta.mean().item()) < 0.02 and abs(eta.std().item() - 1.0) < 0.02  # 32768 draws: 6 sigma
+    # Rounding-level differences (another batch size or kernel) keep the key, hence eta.
+    nudged = x * (1 + 1e-7 * torch.randn(x.shape, generator=torch.Generator().manual_seed(3)))
+    assert not torch.equal(nudged, x)
+    assert torch.equal(derived_mixture_noise(nudged, 250), eta)
+    # A change of 1 % (smaller than a denoising step) gives an independent draw, at the same timestep too.
+    stepped = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
+    moved = derived_mixture_noise(stepped, 250)
+    for row in range(8):
+        correlation = torch.corrcoef(torch.stack([moved[row].flatten(), eta[row].flatten()]))[0, 1]
+        assert abs(correlation) < 0.1  # 4096 pairs: an independent draw (6 sigma)
+    # Keys are scale free and the all-zero row is defined.
+    assert torch.equal(mixture_noise_keys(3 * x), mixture_noise_keys(x))
+    assert torch.equal(mixture_noise_keys(torch.zeros(1, 4, 8, 8)), torch.zeros(1, 16, dtype=torch.int64))
+
+
+def test_stock_ddpm_pipeline_runs_an_smd_model_reproducibly_from_its_generator():
+    model = SMDUNet2DModel.from_unet(tiny_unet(), latent_dim=5).eval()
+    randomise_mixture_output_(model)
+    etas = []
+    model.identifier.register_forward_pre_hook(lambda module, args: etas.append((args[0], args[1], args[2])))
+
+    def run(unet, seed):
+        pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=20))
+        pipe.set_progress_bar_config(disable=True)
+        generator = torch.Generator().manual_seed(seed)
+        return pipe(batch_size=2, num_inference_steps=4, generator=generator, output_type="np").images
+
+    images = run(model, 0)
     assert images.shape == (2, 8, 8, 3) and np.isfinite(images).all()
     assert images.min() >= 0.0 and images.max() <= 1.0
+    assert np.array_equal(run(model, 0), images)
+    assert np.abs(run(model, 1) - images).max() > 1e-3
+    assert np.abs(run(model.unet, 0) - images).max() > 1e-3  # the mixture noise matters
+    # The eta of each step is the derivation of that step's input: fresh per step and per image.
+    first_run = etas[:4]
+    for sample, timestep, eta in first_run:
+        assert torch.equal(eta, derived_mixture_noise(sample, timestep))
+        assert not torch.allclose(eta[0], eta[1])
+    assert all(not torch.allclose(a[2], b[2]) for a, b in zip(first_run, first_run[1:]))
     assert accepts_mixture_noise(model) and not accepts_mixture_noise(model.unet)
 
 

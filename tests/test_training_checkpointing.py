@@ -2,8 +2,11 @@
 
 import json
 import os
+import random
 
+import numpy as np
 import pytest
+import torch
 
 from diffusers_smd.training.checkpoints import (
     checkpoint_step,
@@ -27,12 +30,15 @@ class FakeAccelerator:
         pass
 
     def save_state(self, output_dir):
-        with open(os.path.join(output_dir, "optimizer.bin"), "w") as handle:
-            handle.write("state")
+        torch.save({"state": torch.zeros(2)}, os.path.join(output_dir, "optimizer.bin"))
         if self.die_after_first_file:
             raise KeyboardInterrupt("killed while writing")
-        with open(os.path.join(output_dir, "random_states_0.pkl"), "w") as handle:
-            handle.write("rng")
+        rng = {
+            "random_state": random.getstate(),
+            "numpy_random_seed": np.random.get_state(),
+            "torch_manual_seed": torch.get_rng_state(),
+        }
+        torch.save(rng, os.path.join(output_dir, "random_states_0.pkl"))
 
 
 def make_dirs(root, *names):
@@ -127,3 +133,45 @@ def test_saving_an_existing_step_again_replaces_it(tmp_path):
     save_checkpoint(FakeAccelerator(), str(tmp_path), 3)
     assert not (tmp_path / "checkpoint-3" / "stale.txt").exists()
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-3"]
+
+
+@pytest.mark.parametrize("damage", ["optimizer", "random_states", "weights"])
+def test_latest_skips_an_unreadable_checkpoint_and_a_named_one_is_refused(tmp_path, damage):
+    """Issue 17: a corrupt optimizer.bin gave torch's pickle error with no fallback; random bytes in
+    random_states_0.pkl were ignored by accelerate at INFO level and the resumed run silently differed."""
+    save_checkpoint(FakeAccelerator(), str(tmp_path), 4)
+    save_checkpoint(FakeAccelerator(), str(tmp_path), 8)
+    newest = tmp_path / "checkpoint-8"
+    if damage == "optimizer":
+        (newest / "optimizer.bin").write_bytes(os.urandom(64))
+        expected = "optimizer.bin"
+    elif damage == "random_states":
+        (newest / "random_states_0.pkl").write_bytes(os.urandom(64))
+        expected = "random_states_0.pkl"
+    else:
+        (newest / "unet").mkdir()
+        weights = newest / "unet" / "diffusion_pytorch_model.safetensors"
+        from safetensors.torch import save_file
+
+        save_file({"w": torch.ones(100)}, str(weights))
+        weights.write_bytes(weights.read_bytes()[:-40])  # truncated, as by a full disk or a kill
+        expected = "truncated"
+    assert resolve_resume_checkpoint("latest", str(tmp_path)) == str(tmp_path / "checkpoint-4")
+    with pytest.raises(ValueError, match=expected) as error:
+        resolve_resume_checkpoint("checkpoint-8", str(tmp_path))
+    assert "--resume_from_checkpoint" in str(error.value)
+
+
+def test_a_failed_save_names_the_disk_and_keeps_the_previous_checkpoint(tmp_path):
+    """Issue 17: a full disk gave only torch's "basic_ios::clear"."""
+    save_checkpoint(FakeAccelerator(), str(tmp_path), 4)
+
+    class FullDisk(FakeAccelerator):
+        def save_state(self, output_dir):
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:626] . unexpected pos ... basic_ios::clear"
+            )
+
+    with pytest.raises(OSError, match=r"checkpoint-8 .*GiB are free.*--resume_from_checkpoint latest"):
+        save_checkpoint(FullDisk(), str(tmp_path), 8, total_limit=1)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-4"]  # no half-written folder, nothing pruned

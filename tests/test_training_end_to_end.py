@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
-from training_helpers import parse_flags, tiny_flags, tiny_unet, train_with_flags, weights
+from pipeline_testing import tiny_unet
+from training_helpers import parse_flags, tiny_flags, train_with_flags, weights
 
 from diffusers_smd import ETSDMDDPMScheduler, SMDPipeline, SMDUNet2DModel
 from diffusers_smd.training import UnconditionalImageTask

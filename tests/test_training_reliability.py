@@ -9,7 +9,8 @@ import time
 
 import pytest
 import torch
-from training_helpers import max_weight_difference, parse_flags, tiny_flags, tiny_unet, train_with_flags
+from pipeline_testing import tiny_unet
+from training_helpers import max_weight_difference, parse_flags, tiny_flags, train_with_flags
 
 from diffusers_smd.training import NonFiniteLossError
 from diffusers_smd.training.checkpoints import list_checkpoints, resolve_resume_checkpoint

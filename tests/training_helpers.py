@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import torch
-from diffusers import UNet2DModel
 from safetensors.torch import load_file
 
 from diffusers_smd.training import UnconditionalTrainingConfig, parse_config, train
@@ -39,22 +38,6 @@ def tiny_flags(output_dir, *extra: str) -> list[str]:
         "--seed", "0",
         *extra,
     ]  # fmt: skip
-
-
-def tiny_unet(**overrides) -> UNet2DModel:
-    """A 1-channel 8x8 UNet2DModel with widths (8, 16), as tiny_flags train (initialised from torch's RNG)."""
-    config = dict(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
-    config.update(overrides)
-    return UNet2DModel(**config)
 
 
 def weights(folder) -> dict[str, torch.Tensor]:

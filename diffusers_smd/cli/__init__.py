@@ -1,6 +1,7 @@
 """The ``diffusers-smd`` command: one module per subcommand, each a small parser plus a call into the library.
 
 * ``train`` (:mod:`.train`): the training engine through ``accelerate launch``;
+* ``train-text-to-image`` (:mod:`.train_text_to_image`): Stable Diffusion / SDXL fine-tuning, the same way;
 * ``sample`` (:mod:`.sample`): a PNG grid from a trained pipeline;
 * ``eval`` (:mod:`.evaluate`): the Frechet digits distance and class histogram;
 * ``publish`` (:mod:`.publish`): upload to the Hub with a model card;
@@ -13,12 +14,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import evaluate, lipschitz, publish, quickstart, sample, train
+from . import evaluate, lipschitz, publish, quickstart, sample, train, train_text_to_image
 from .common import CLIError
 
 __all__ = ["CLIError", "build_parser", "main"]
 
-SUBCOMMANDS = (train, sample, evaluate, lipschitz, publish, quickstart)
+SUBCOMMANDS = (train, train_text_to_image, sample, evaluate, lipschitz, publish, quickstart)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,8 @@ import argparse
 import os
 from typing import Any
 
+from ..atomic import read_json
+
 __all__ = [
     "CLIError",
     "add_sampling_flags",
@@ -90,10 +92,13 @@ def load_pipeline(name_or_path: str, device: str) -> Any:
     path = os.path.expanduser(name_or_path)
     if name_or_path.startswith(("/", ".", "~")) and not os.path.isdir(path):
         raise CLIError(f"pipeline {name_or_path!r}: no such folder")
-    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "model_index.json")):
-        raise CLIError(
-            f"pipeline {name_or_path!r}: the folder has no model_index.json (not a saved pipeline)"
-        )
+    if os.path.isdir(path):
+        index = os.path.join(path, "model_index.json")
+        if not os.path.isfile(index):
+            raise CLIError(
+                f"pipeline {name_or_path!r}: the folder has no model_index.json (not a saved pipeline)"
+            )
+        read_json(index)  # a corrupt file is named here, not as a bare JSON error from diffusers
     try:
         pipeline = SMDPipeline.from_pretrained(path)
     except (OSError, ValueError) as error:

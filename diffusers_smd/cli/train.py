@@ -49,20 +49,33 @@ def _add_launcher_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dry_run", action="store_true", help="Print the accelerate launch command and exit.")
 
 
-def add_parser(commands) -> None:
-    from ..training import UnconditionalTrainingConfig
+def add_training_parser(
+    commands, name: str, help: str, description: str, config_class: type, run
+) -> argparse.ArgumentParser:
+    """A training subcommand: the launcher's flags, then one flag per field of ``config_class``."""
     from ..training.arguments import add_config_arguments
 
     parser = commands.add_parser(
+        name, help=help, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    _add_launcher_flags(parser)
+    add_config_arguments(parser, config_class)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def add_parser(commands) -> None:
+    from ..training import UnconditionalTrainingConfig
+
+    add_training_parser(
+        commands,
         "train",
         help="Train or fine-tune with accelerate (flags of training/train_smd.py).",
         description="Run the SMD training engine through `accelerate launch`. Launcher flags come first in this "
         "help; every other flag is a training setting, the same as training/train_smd.py takes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        config_class=UnconditionalTrainingConfig,
+        run=run,
     )
-    _add_launcher_flags(parser)
-    add_config_arguments(parser, UnconditionalTrainingConfig)
-    parser.set_defaults(run=run)
 
 
 def _free_port() -> int:
@@ -71,8 +84,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_command(launch: argparse.Namespace, script_argv: Sequence[str]) -> tuple[list[str], dict]:
-    """The ``accelerate launch`` command line (and environment) that runs the training module."""
+def launch_command(
+    launch: argparse.Namespace, script_argv: Sequence[str], module: str = TRAINING_MODULE
+) -> tuple[list[str], dict]:
+    """The ``accelerate launch`` command line (and environment) that runs the training ``module``."""
     import torch
 
     command = [sys.executable, "-m", "accelerate.commands.launch"]
@@ -97,7 +112,7 @@ def launch_command(launch: argparse.Namespace, script_argv: Sequence[str]) -> tu
             command += ["--num_processes", str(num_processes)]
         if launch.cpu:
             command += ["--cpu"]
-    command += ["-m", TRAINING_MODULE, *script_argv]
+    command += ["-m", module, *script_argv]
     return command, env
 
 
@@ -134,17 +149,23 @@ def run_without_launcher_traceback(command: Sequence[str], env: dict) -> int:
     return process.wait()
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..training import UnconditionalImageTask, UnconditionalTrainingConfig, config_to_argv
+def launch_training(args: argparse.Namespace, task_class: type, module: str) -> int:
+    """Check every setting of ``task_class``'s configuration in this process, then run ``module`` (the task's
+    training entry point) through ``accelerate launch`` (or print the command with ``--dry_run``)."""
+    from ..training import config_to_argv
     from ..training.arguments import config_from_namespace
     from ..training.engine import check_before_training
 
-    config = config_from_namespace(UnconditionalTrainingConfig, args)
-    check_before_training(
-        config, UnconditionalImageTask(config)
-    )  # every bad setting fails here, in this process
-    command, env = launch_command(args, config_to_argv(config))
+    config = config_from_namespace(task_class.config_class, args)
+    check_before_training(config, task_class(config))  # every bad setting fails here, in this process
+    command, env = launch_command(args, config_to_argv(config), module)
     if args.dry_run:
         print(" ".join(command))
         return 0
     return run_without_launcher_traceback(command, env)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import UnconditionalImageTask
+
+    return launch_training(args, UnconditionalImageTask, TRAINING_MODULE)

@@ -1,13 +1,22 @@
-"""Baselines in the pipeline's style: ULA and MALA on the target, annealed Langevin on the geometric path.
+"""Langevin baselines: ULA and MALA on the target, annealed Langevin on the geometric path.
 
-Each takes ``(target, num_samples, num_steps, generator, dim, dtype)``, starts from ``N(0, I)`` and returns a
-:class:`LangevinSamplerOutput` with the samples and the evaluations spent. ULA and the annealed sampler use
-the same per-particle curvature-adaptive step as the dilation path (:class:`~.path.SecantCurvature`,
+Every sampler here and in :mod:`.tempering` has the same signature and budget accounting, in the style of
+k-diffusion's samplers::
+
+    sampler(target, num_samples, num_steps, generator=None, dim=None, dtype=torch.float32, **options)
+        -> SamplerOutput
+
+``num_steps`` is the budget: target-gradient evaluations per sample (``num_samples * num_steps`` in all;
+a log density at the same point as a gradient is free, a log density alone is counted apart in
+``num_log_density_evaluations``). Chains start from ``N(0, initial_scale^2 I)``. ULA and the annealed sampler
+use the per-particle curvature-adaptive step of the dilation path (:class:`~.path.SecantCurvature`,
 ``h = min(step_size / c, max_step_size)``); MALA adapts each chain's step to an acceptance rate of 0.574.
+Every target value is checked (:meth:`~.evaluator.TargetEvaluator.check`).
 """
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +24,12 @@ import torch
 from diffusers.utils import BaseOutput
 
 from .evaluator import TargetEvaluator
+from .kernels import GaussianReference, mala_transition, tempered
 from .path import SecantCurvature, langevin_step
 
 __all__ = [
     "LangevinSamplerOutput",
+    "SamplerOutput",
     "annealed_geometric_langevin",
     "mala",
     "metropolis_adjusted_langevin",
@@ -27,15 +38,18 @@ __all__ = [
 
 
 @dataclass
-class LangevinSamplerOutput(BaseOutput):
-    """Samples and diagnostics of a baseline sampler.
+class SamplerOutput(BaseOutput):
+    """Samples and diagnostics of a sampler.
 
     Args:
-        samples: ``(num_samples, d)``.
-        step_sizes: ``(num_steps,)`` median step size of each step.
+        samples: ``(num_samples, d)``, equally weighted.
+        step_sizes: median step size of each step (or of each level / round).
         num_gradient_evaluations: target-score evaluations spent.
         num_log_density_evaluations: log-density-only evaluations spent.
-        acceptance_rate: mean Metropolis acceptance (MALA), else ``None``.
+        acceptance_rate: mean Metropolis acceptance, else ``None``.
+        log_Z: estimate of the log normalising constant of the target's ``exp(log_prob)``, for samplers
+            that give one (SMC, AIS), else ``None``.
+        effective_sample_size: of the final importance weights (SMC, AIS), else ``None``.
     """
 
     samples: torch.Tensor
@@ -43,31 +57,49 @@ class LangevinSamplerOutput(BaseOutput):
     num_gradient_evaluations: int
     num_log_density_evaluations: int
     acceptance_rate: float | None = None
+    log_Z: float | None = None
+    effective_sample_size: float | None = None
 
 
-def _check(num_samples: int, num_steps: int, step_size: float) -> None:
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
-    if not step_size > 0:
+LangevinSamplerOutput = SamplerOutput
+"""The output's earlier name, kept for existing code."""
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` as a Python int (numpy integers accepted), or a ``ValueError`` naming ``name``."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_common(num_samples: Any, num_steps: Any, step_size: float) -> tuple[int, int]:
+    """Validate the shared arguments before any work; returns them as ints."""
+    num_samples, num_steps = positive_int("num_samples", num_samples), positive_int("num_steps", num_steps)
+    if not (isinstance(step_size, (int, float)) and step_size > 0):
         raise ValueError(f"step_size must be positive, got {step_size!r}")
-
-
-def _start(evaluator: TargetEvaluator, num_samples: int, generator, dtype) -> torch.Tensor:
-    return torch.randn(num_samples, evaluator.dim, generator=generator, dtype=torch.float64).to(dtype)
+    return num_samples, num_steps
 
 
 def _diverged(name: str, step: int, h: torch.Tensor) -> FloatingPointError:
     return FloatingPointError(f"{name} diverged at step {step} with step size {h.max().item():.4g}")
 
 
-def _adaptive_langevin(evaluator, x, num_steps, generator, score_fn, step_size, max_step_size, name):
+def _adaptive_langevin(x, num_steps, generator, score_fn, step_size, max_step_size, name):
     curvature = SecantCurvature(initial_curvature=1.0, min_curvature=1e-3, momentum=0.9)
-    sizes = []
+    sizes, h = [], None
     for k in range(num_steps):
         s = score_fn(x, k)
-        h = (step_size / curvature.update(x, s)).clamp_max(max_step_size)
+        c = curvature.update(x, s, h)
+        if curvature.unstable.any():  # undo unstable moves, as the dilation path's scheduler does
+            x = torch.where(curvature.unstable[:, None], curvature.point, x)
+            s = torch.where(curvature.unstable[:, None], curvature.score, s)
+        h = (step_size / c).clamp_max(max_step_size)
         x = langevin_step(x, s, h, torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.dtype))
         if not torch.isfinite(x).all():
             raise _diverged(name, k, h)
@@ -85,15 +117,18 @@ def ula(
     dtype: torch.dtype = torch.float32,
     step_size: float = 0.5,
     max_step_size: float = 4.0,
-) -> LangevinSamplerOutput:
-    """Unadjusted Langevin ``x <- x + h grad log pi(x) + sqrt(2 h) xi`` on the target, from ``N(0, I)``."""
-    _check(num_samples, num_steps, step_size)
+    initial_scale: float = 1.0,
+) -> SamplerOutput:
+    """Unadjusted Langevin ``x <- x + h grad log pi(x) + sqrt(2 h) xi`` on the target."""
+    num_samples, num_steps = check_common(num_samples, num_steps, step_size)
     ev = TargetEvaluator(target, dim)
-    x = _start(ev, num_samples, generator, dtype)
-    x, sizes = _adaptive_langevin(
-        ev, x, num_steps, generator, lambda z, k: ev.score(z), step_size, max_step_size, "ULA"
-    )
-    return LangevinSamplerOutput(x, sizes, ev.num_gradient_evaluations, ev.num_log_density_evaluations)
+    x = GaussianReference(ev.dim, initial_scale).sample(num_samples, generator, dtype)
+
+    def score(z, k):
+        return ev.evaluate(z, f"at ULA step {k}")[1]
+
+    x, sizes = _adaptive_langevin(x, num_steps, generator, score, step_size, max_step_size, "ULA")
+    return SamplerOutput(x, sizes, ev.num_gradient_evaluations, ev.num_log_density_evaluations)
 
 
 @torch.no_grad()
@@ -108,26 +143,30 @@ def annealed_geometric_langevin(
     beta_min: float = 1e-3,
     step_size: float = 0.5,
     max_step_size: float = 4.0,
-) -> LangevinSamplerOutput:
-    """ULA along the geometric path ``pi_beta ∝ pi^beta N(0, I)^(1 - beta)``, ``beta`` log-uniform from
-    ``beta_min`` to 1 over ``num_levels`` levels of ``num_steps / num_levels`` steps; the score is
-    ``beta grad log pi(x) - (1 - beta) x``."""
-    _check(num_samples, num_steps, step_size)
-    if not (isinstance(num_levels, int) and 1 <= num_levels <= num_steps):
+    initial_scale: float = 1.0,
+) -> SamplerOutput:
+    """ULA along the geometric path ``pi_beta ∝ pi^beta rho^(1 - beta)``, ``rho = N(0, initial_scale^2 I)``,
+    ``beta`` log-uniform from ``beta_min`` to 1 over ``num_levels`` levels of ``num_steps / num_levels``
+    steps; the score is ``beta grad log pi(x) + (1 - beta) grad log rho(x)``."""
+    num_samples, num_steps = check_common(num_samples, num_steps, step_size)
+    num_levels = positive_int("num_levels", num_levels)
+    if num_levels > num_steps:
         raise ValueError(f"num_levels must be an integer in [1, num_steps], got {num_levels!r}")
     ev = TargetEvaluator(target, dim)
+    ref = GaussianReference(ev.dim, initial_scale)
     betas = torch.logspace(torch.log10(torch.tensor(beta_min)).item(), 0.0, num_levels, dtype=torch.float64)
     level_of_step = (torch.arange(num_steps) * num_levels) // num_steps
 
     def score(z, k):
         beta = float(betas[level_of_step[k]])
-        return beta * ev.score(z) - (1.0 - beta) * z
+        lp, s = ev.evaluate(z, f"at annealed Langevin step {k} (beta={beta:.4g})")
+        return tempered(lp, s, z, beta, ref)[1] if lp is not None else beta * s + (1 - beta) * ref.score(z)
 
-    x = _start(ev, num_samples, generator, dtype)
+    x = ref.sample(num_samples, generator, dtype)
     x, sizes = _adaptive_langevin(
-        ev, x, num_steps, generator, score, step_size, max_step_size, "annealed Langevin"
+        x, num_steps, generator, score, step_size, max_step_size, "annealed Langevin"
     )
-    return LangevinSamplerOutput(x, sizes, ev.num_gradient_evaluations, ev.num_log_density_evaluations)
+    return SamplerOutput(x, sizes, ev.num_gradient_evaluations, ev.num_log_density_evaluations)
 
 
 def metropolis_adjusted_langevin(
@@ -137,31 +176,20 @@ def metropolis_adjusted_langevin(
     generator: torch.Generator | None,
     step_size: float | torch.Tensor,
     target_acceptance: float = 0.574,
+    name: str = "MALA",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-    """``num_steps`` target evaluations of MALA from the rows of ``x`` (the first evaluation is at ``x``).
-
-    Proposal ``y = x + h s(x) + sqrt(2 h) xi``, accepted with probability
-    ``min(1, pi(y) q(x|y) / (pi(x) q(y|x)))``. ``step_size`` is a scalar or one value per chain; each chain's
-    ``h`` adapts during the first half of the run (``log h += (accepted - target_acceptance) / sqrt(k + 1)``)
-    and is frozen after. Returns the final states, their scores, the median step per step and the mean
-    acceptance of the second half.
-    """
-    n, dtype = x.shape[0], x.dtype
-    lp, s = evaluator.log_prob_and_score(x)
+    """``num_steps`` target evaluations of MALA (:func:`~.kernels.mala_transition`) from the rows of ``x``
+    (the first evaluation is at ``x``). ``step_size`` is a scalar or one value per chain; each chain's ``h``
+    adapts during the first half of the run (``log h += (accepted - target_acceptance) / sqrt(k + 1)``) and
+    is frozen after. Returns the final states, their scores, the median step per step and the mean
+    acceptance of the second half."""
+    n = x.shape[0]
+    lp, s = evaluator.evaluate(x, f"at the start of {name}")
     log_h = torch.as_tensor(step_size, dtype=torch.float64).log().expand(n).clone()
     sizes, accepted_total = [], 0.0
     for k in range(num_steps - 1):
-        h = log_h.exp().to(dtype)
-        y = langevin_step(x, s, h, torch.randn(x.shape, generator=generator, dtype=torch.float64).to(dtype))
-        lp_y, s_y = evaluator.log_prob_and_score(y)
-        fwd = ((y - x - h[:, None] * s) ** 2).sum(1) / (4 * h)
-        bwd = ((x - y - h[:, None] * s_y) ** 2).sum(1) / (4 * h)
-        log_alpha = lp_y - lp - bwd + fwd
-        log_alpha = torch.where(torch.isfinite(log_alpha), log_alpha, torch.full_like(log_alpha, -torch.inf))
-        accept = torch.rand(n, generator=generator, dtype=torch.float64).log() < log_alpha.double()
-        x = torch.where(accept[:, None], y, x)
-        lp = torch.where(accept, lp_y, lp)
-        s = torch.where(accept[:, None], s_y, s)
+        h = log_h.exp().to(x.dtype)
+        x, lp, s, accept = mala_transition(evaluator, x, lp, s, h, generator, where=f"at {name} step {k}")
         if k < num_steps // 2:
             log_h += (accept.double() - target_acceptance) / (k + 1) ** 0.5
         else:
@@ -181,13 +209,16 @@ def mala(
     dtype: torch.dtype = torch.float32,
     step_size: float = 0.5,
     target_acceptance: float = 0.574,
-) -> LangevinSamplerOutput:
-    """Metropolis-adjusted Langevin from ``N(0, I)`` (:func:`metropolis_adjusted_langevin`); the evaluation
-    at the starting points is the first of the ``num_steps``."""
-    _check(num_samples, num_steps, step_size)
+    initial_scale: float = 1.0,
+) -> SamplerOutput:
+    """Metropolis-adjusted Langevin (:func:`metropolis_adjusted_langevin`); the evaluation at the starting
+    points is the first of the ``num_steps``."""
+    num_samples, num_steps = check_common(num_samples, num_steps, step_size)
     ev = TargetEvaluator(target, dim)
-    x = _start(ev, num_samples, generator, dtype)
+    if not ev.has_log_prob:
+        raise ValueError("MALA needs the target's log density (log_prob or a callable)")
+    x = GaussianReference(ev.dim, initial_scale).sample(num_samples, generator, dtype)
     x, _, sizes, rate = metropolis_adjusted_langevin(
         ev, x, num_steps, generator, step_size, target_acceptance
     )
-    return LangevinSamplerOutput(x, sizes, ev.num_gradient_evaluations, ev.num_log_density_evaluations, rate)
+    return SamplerOutput(x, sizes, ev.num_gradient_evaluations, ev.num_log_density_evaluations, rate)

@@ -139,6 +139,14 @@ class SecantCurvature:
     enters a stiffer region (so the next step is stable) and relaxes slowly (momentum ``m``) when it
     leaves one; it costs no extra gradient evaluations. A stable explicit Langevin step then is
     ``h = step_size / c`` with ``step_size < 2`` (the stability limit of Euler on a quadratic).
+
+    Stability check: given the step ``h`` of the last move (``last_step``), a move along which the measured
+    curvature makes that step unstable, ``h c_new > 2``, is marked in ``unstable``; the estimator then keeps
+    the previous point and score of those rows (:attr:`point`, :attr:`score`), so that the caller can undo
+    the move and retry from there with the new, larger curvature. This costs no evaluation (the score at
+    the new point was needed to measure the curvature) and never fires on a Gaussian target, whose secant
+    curvature is at most its largest precision; it stops the runaway of an explicit step on targets whose
+    curvature grows away from the modes (quartic wells, the funnel's neck).
     """
 
     def __init__(self, initial_curvature: float, min_curvature: float, momentum: float):
@@ -149,17 +157,40 @@ class SecantCurvature:
 
     def reset(self) -> None:
         self.curvature: torch.Tensor | None = None
+        self.unstable: torch.Tensor | None = None
         self._point: torch.Tensor | None = None
         self._score: torch.Tensor | None = None
 
-    def update(self, point: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
-        """Record the score at ``point`` (rows = particles) and return the curvature estimate ``(B,)``."""
+    @property
+    def point(self) -> torch.Tensor | None:
+        """The last accepted point of each particle (its previous one where the move was unstable)."""
+        return self._point
+
+    @property
+    def score(self) -> torch.Tensor | None:
+        """The score at :attr:`point`."""
+        return self._score
+
+    def update(
+        self, point: torch.Tensor, score: torch.Tensor, last_step: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Record the score at ``point`` (rows = particles) and return the curvature estimate ``(B,)``;
+        ``last_step`` (``(B,)``, target units) is the step that led to ``point``, for the stability check."""
+        self.unstable = torch.zeros(point.shape[0], dtype=torch.bool)
         if self.curvature is None or self.curvature.shape[0] != point.shape[0]:
             self.curvature = torch.full((point.shape[0],), self.initial_curvature, dtype=point.dtype)
         elif self._point is not None:
             new = secant_curvature(point, score, self._point, self._score)
-            new = torch.where(torch.isfinite(new), new, self.curvature)
+            finite = torch.isfinite(new)
+            if last_step is not None:
+                self.unstable = finite & (last_step.to(new.dtype) * new > 2.0)
+            new = torch.where(finite, new, self.curvature)
             smoothed = self.momentum * self.curvature + (1.0 - self.momentum) * new
             self.curvature = torch.maximum(new, smoothed).clamp_min(self.min_curvature)
-        self._point, self._score = point.detach(), score.detach()
+        if self._point is None or not self.unstable.any():
+            self._point, self._score = point.detach(), score.detach()
+        else:
+            keep = self.unstable[:, None]
+            self._point = torch.where(keep, self._point, point.detach())
+            self._score = torch.where(keep, self._score, score.detach())
         return self.curvature

@@ -9,9 +9,9 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
-from .baselines import metropolis_adjusted_langevin
-from .evaluator import TargetEvaluator
-from .scheduler import DilationPathScheduler
+from .baselines import metropolis_adjusted_langevin, positive_int
+from .evaluator import NonFiniteTargetError, TargetEvaluator
+from .scheduler import DilationPathDivergenceError, DilationPathScheduler
 from .weights import importance_resample
 
 __all__ = ["DilationPathPipeline", "DilationPathPipelineOutput"]
@@ -30,6 +30,8 @@ class DilationPathPipelineOutput(BaseOutput):
         mode_weights: with ``reweight_modes=True``, the estimated mass of each mode found, else ``None``.
         mode_centers: with ``reweight_modes=True``, the centre of each mode found, else ``None``.
         effective_sample_size: of the importance weights (``reweight_modes=True``), else ``None``.
+        log_Z: with ``reweight_modes=True``, the importance-sampling estimate of the log normalising constant
+            of ``exp(log_prob)`` (low by the mass of modes the path never found); the plain path gives none.
     """
 
     samples: torch.Tensor
@@ -40,6 +42,7 @@ class DilationPathPipelineOutput(BaseOutput):
     mode_weights: torch.Tensor | None = None
     mode_centers: torch.Tensor | None = None
     effective_sample_size: float | None = None
+    log_Z: float | None = None
 
 
 class DilationPathPipeline(DiffusionPipeline):
@@ -96,18 +99,22 @@ class DilationPathPipeline(DiffusionPipeline):
             num_importance_samples: proposal draws of the extension (default ``20 * num_samples``).
             merge_radius, proposal_inflation: of the extension (see ``importance_resample``).
         """
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        num_samples = positive_int("num_samples", num_samples)
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         evaluator = TargetEvaluator(target, dim)
         if reweight_modes and not evaluator.has_log_prob:
             raise ValueError("reweight_modes=True needs the target's log density (log_prob or a callable)")
         num_importance = 20 * num_samples if num_importance_samples is None else num_importance_samples
-        if reweight_modes and (not isinstance(num_importance, int) or num_importance < 1):
-            raise ValueError(f"num_importance_samples must be a positive integer, got {num_importance!r}")
-        if not isinstance(metropolis_steps, int) or metropolis_steps < 0:
-            raise ValueError(f"metropolis_steps must be a non-negative integer, got {metropolis_steps!r}")
+        if reweight_modes:
+            num_importance = positive_int("num_importance_samples", num_importance)
+        if metropolis_steps != 0:
+            try:
+                metropolis_steps = positive_int("metropolis_steps", metropolis_steps)
+            except ValueError:
+                raise ValueError(
+                    f"metropolis_steps must be a non-negative integer, got {metropolis_steps!r}"
+                ) from None
         if metropolis_steps and not evaluator.has_log_prob:
             raise ValueError("metropolis_steps > 0 needs the target's log density (log_prob or a callable)")
         scheduler = self.scheduler
@@ -118,9 +125,26 @@ class DilationPathPipeline(DiffusionPipeline):
 
         x = torch.zeros(num_samples, evaluator.dim, dtype=dtype)  # the path starts at the Dirac at 0
         step_sizes = []
+        per_level = scheduler.config.langevin_steps_per_level
         for i, t in enumerate(self.progress_bar(scheduler.timesteps)):
             y = scheduler.scale_model_input(x, t)
-            score = evaluator.checked_score(y) if i == 0 else evaluator.score(y)
+            # every value is checked: a NaN/inf log density or score anywhere on the path raises
+            where = (
+                f"at level {i // per_level} of {scheduler.num_inference_steps} (lambda={float(t):.4g}), "
+                f"Langevin step {i % per_level}"
+            )
+            lp, score = evaluator.log_prob_and_score(y)
+            try:
+                evaluator.check(y, lp, score, where)
+            except NonFiniteTargetError as err:
+                if err.only_zero_density and step_sizes:  # particles stepped out of the support: divergence
+                    bad = int((lp == -torch.inf).sum())
+                    raise DilationPathDivergenceError(
+                        f"dilation path diverged {where} (previous median step size {float(step_sizes[-1]):.4g}):"
+                        f" {bad} of {num_samples} particles reached points where the target's log density is "
+                        "-inf. Lower step_size or max_step_size, or check the target's support."
+                    ) from err
+                raise
             out = scheduler.step(score, t, x, generator=generator)
             x = out.prev_sample
             step_sizes.append(out.step_size.median())
@@ -132,6 +156,7 @@ class DilationPathPipeline(DiffusionPipeline):
             mode_weights=None,
             mode_centers=None,
             effective_sample_size=None,
+            log_Z=None,
         )
         score = None
         if metropolis_steps:
@@ -141,7 +166,7 @@ class DilationPathPipeline(DiffusionPipeline):
             )
             result.update(samples=x, step_sizes=torch.cat([result["step_sizes"], mala_sizes]))
         if reweight_modes:
-            score = evaluator.score(x) if score is None else score
+            score = evaluator.checked_score(x, "at the path's end") if score is None else score
             curvature = scheduler.update_curvature(x, score)
             rw = importance_resample(
                 evaluator, x, score, curvature, num_importance, generator, merge_radius, proposal_inflation
@@ -151,6 +176,7 @@ class DilationPathPipeline(DiffusionPipeline):
                 mode_weights=rw.cluster_weights,
                 mode_centers=rw.cluster_means,
                 effective_sample_size=rw.effective_sample_size,
+                log_Z=rw.log_Z,
             )
         result.update(
             num_gradient_evaluations=evaluator.num_gradient_evaluations,

@@ -24,6 +24,7 @@ from .path import (
 __all__ = ["DilationPathDivergenceError", "DilationPathScheduler", "DilationPathSchedulerOutput"]
 
 ADAPTATIONS = ("curvature", "none")
+STEP_SIZE_SCHEDULES = ("temperature", "geometric")
 
 
 class DilationPathDivergenceError(FloatingPointError):
@@ -67,16 +68,27 @@ class DilationPathScheduler(SchedulerMixin, ConfigMixin):
       directions (between modes), which do not limit stability; so the step is stable on any locally
       quadratic mode whatever its scale, and particles in flat regions take long steps (capped at
       ``max_step_size`` target units) instead of crawling.
-    * ``s(lambda)``, the dimensionless step, goes geometrically in ``log lambda`` from
-      ``initial_step_size`` at ``lambda_min`` to ``step_size`` at ``lambda = 1`` (constant ``step_size``
-      when ``initial_step_size`` is ``None``). Why: in the rescaled coordinate ``y = x / sqrt(lambda)``
-      Langevin with ``h ∝ lambda`` is Langevin on ``pi`` itself, plus the contraction
-      ``y -> sqrt(lambda_k / lambda_{k+1}) y`` at each level change; the path alone adds no mixing. An
-      explicit step near the stability limit ``s = 2`` is "hot" (on a Gaussian mode its stationary
-      variance is ``1 / (1 - s / 2)`` times the true one, 20x at ``s = 1.9``): early levels spread the
-      particles over many basins while the contractions keep pulling them back to the centre, and
-      cooling to ``step_size`` leaves the usual ``O(s)`` Langevin bias at ``lambda = 1``. Particles end
-      up spread by basin, not by mass: see ``reweight_modes`` in the pipeline for the weights.
+    * ``s(lambda)``, the dimensionless step, anneals a temperature. On a Gaussian mode, Langevin with
+      ``h = s / c`` has the stationary variance ``T sigma^2`` with ``T = 1 / (1 - s / 2)``: the step sets a
+      temperature, from ``T = 1`` (``s -> 0``) to ``T -> inf`` (``s -> 2``, the stability limit). With
+      ``step_size_schedule="temperature"`` (default), ``T`` goes geometrically in ``log lambda`` (so,
+      on a geometric schedule, geometrically in the level index: simulated annealing's cooling) from
+      ``T_0 = 1 / (1 - initial_step_size / 2)`` at ``lambda_min`` (50 at the default 1.96) to
+      ``T_1 = 1 / (1 - step_size / 2)`` at ``lambda = 1`` (4/3 at 0.5), and ``s = 2 (1 - 1 / T)``.
+      ``"geometric"`` interpolates ``s`` itself geometrically instead, which cools much faster at first.
+      ``initial_step_size=None``: constant ``step_size``.
+
+    Why a hot start: in the rescaled coordinate ``y = x / sqrt(lambda)``, Langevin with ``h ∝ lambda`` is
+    Langevin on ``pi`` itself, plus the contraction ``y -> sqrt(lambda_k / lambda_{k+1}) y`` at each level
+    change; relative to the modes' widths the path alone adds no mixing (the dilation is a change of
+    scale). What the path gives is the start at the Dirac at 0 and the levels on which to cool. A hot
+    Langevin chain crosses the barriers between modes, which a cold one cannot; its mass per mode is then
+    close to that of ``pi^(1 / T)``, which tends to ``pi``'s as ``T`` falls, until the barriers freeze the
+    particles in their basins. Cooling slowly (geometrically in ``T``) keeps the chain near that
+    equilibrium for longer than cooling ``s``, so the frozen masses are nearer the true weights (measured
+    in ``docs/dilation.md``). The final ``s`` leaves the usual ``O(s)`` Langevin bias inside the modes
+    (variance x ``T_1``); masses of modes separated by high barriers stay tilted towards equal (see
+    ``reweight_modes`` in the pipeline for exact weights).
 
     With ``step_size_adaptation="none"``, ``c = 1``.
 
@@ -86,7 +98,10 @@ class DilationPathScheduler(SchedulerMixin, ConfigMixin):
         langevin_steps_per_level: Langevin steps at each level.
         step_size: ``h * c / lambda`` at ``lambda = 1`` (dimensionless, in (0, 2) for stability on
             quadratic modes).
-        initial_step_size: ``h * c / lambda`` at ``lambda_min`` (``None``: constant ``step_size``).
+        initial_step_size: ``h * c / lambda`` at ``lambda_min`` (``None``: constant ``step_size``); in (0, 2)
+            with the temperature schedule.
+        step_size_schedule: ``"temperature"`` or ``"geometric"``, how ``s`` goes from ``initial_step_size``
+            to ``step_size``.
         step_size_adaptation: ``"curvature"`` or ``"none"``.
         max_step_size: cap of ``h / lambda`` (target units).
         initial_curvature, min_curvature, curvature_momentum: of the running curvature estimate.
@@ -106,7 +121,8 @@ class DilationPathScheduler(SchedulerMixin, ConfigMixin):
         initial_curvature: float = 1.0,
         min_curvature: float = 1e-3,
         curvature_momentum: float = 0.9,
-        initial_step_size: float | None = 1.9,
+        initial_step_size: float | None = 1.96,
+        step_size_schedule: str = "temperature",
     ):
         if not (0.0 < lambda_min < 1.0):
             raise ValueError(f"lambda_min must lie in (0, 1), got {lambda_min}")
@@ -128,6 +144,17 @@ class DilationPathScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 f"initial_step_size must be a positive finite number or None, got {initial_step_size!r}"
             )
+        if step_size_schedule not in STEP_SIZE_SCHEDULES:
+            raise ValueError(
+                f"step_size_schedule must be one of {STEP_SIZE_SCHEDULES}, got {step_size_schedule!r}"
+            )
+        if step_size_schedule == "temperature":
+            for name, value in (("step_size", step_size), ("initial_step_size", initial_step_size)):
+                if value is not None and not value < 2:
+                    raise ValueError(
+                        f"{name} must be below 2 (the stability limit) with step_size_schedule='temperature', "
+                        f"got {value!r}"
+                    )
         if step_size_adaptation not in ADAPTATIONS:
             raise ValueError(
                 f"step_size_adaptation must be one of {ADAPTATIONS}, got {step_size_adaptation!r}"
@@ -138,6 +165,7 @@ class DilationPathScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps: torch.Tensor | None = None
         self.num_inference_steps: int | None = None
         self._curvature = SecantCurvature(initial_curvature, min_curvature, curvature_momentum)
+        self._last_step: torch.Tensor | None = None
         self._step_index = 0
 
     @property
@@ -165,6 +193,7 @@ class DilationPathScheduler(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = lam.numel()
         self.timesteps = lam.repeat_interleave(self.config.langevin_steps_per_level).to(device=device)
         self._curvature.reset()
+        self._last_step: torch.Tensor | None = None
         self._step_index = 0
 
     def scale_model_input(
@@ -185,30 +214,48 @@ class DilationPathScheduler(SchedulerMixin, ConfigMixin):
         return lam
 
     def level_step_size(self, lam: float) -> float:
-        """The dimensionless step ``h c / lambda`` at level ``lam``: ``step_size``, or, with
-        ``initial_step_size``, the geometric interpolation from it (at ``lambda_min``) to ``step_size`` (at 1)
-        in ``log lambda``."""
+        """The dimensionless step ``s = h c / lambda`` at level ``lam``: ``step_size``, or, with
+        ``initial_step_size``, the interpolation from it (at ``lambda_min``) to ``step_size`` (at 1) that is
+        geometric in ``log lambda`` for the temperature ``T = 1 / (1 - s / 2)`` (``"temperature"``) or for
+        ``s`` itself (``"geometric"``)."""
         cfg = self.config
         if cfg.initial_step_size is None:
             return cfg.step_size
         u = min(1.0, max(0.0, math.log(lam / cfg.lambda_min) / math.log(1.0 / cfg.lambda_min)))
-        return cfg.initial_step_size ** (1.0 - u) * cfg.step_size**u
+        if cfg.step_size_schedule == "geometric":
+            return cfg.initial_step_size ** (1.0 - u) * cfg.step_size**u
+        t0, t1 = 1.0 / (1.0 - cfg.initial_step_size / 2), 1.0 / (1.0 - cfg.step_size / 2)
+        return 2.0 * (1.0 - 1.0 / (t0 ** (1.0 - u) * t1**u))
 
     def update_curvature(self, point: torch.Tensor, target_score: torch.Tensor) -> torch.Tensor:
         """Feed the target's score at ``point`` (target coordinates) to the running curvature estimate;
         returns the per-particle estimate ``(B,)``."""
         return self._curvature.update(point, target_score)
 
-    def step_sizes(self, sample: torch.Tensor, target_score: torch.Tensor, lam: float) -> torch.Tensor:
-        """Per-particle step sizes (path coordinates) for the current level; updates the curvature estimate."""
+    def _adapt(
+        self, sample: torch.Tensor, target_score: torch.Tensor, lam: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The step rule: per-particle step sizes (path coordinates) for the current level, after updating the
+        curvature estimate; a particle whose last move was unstable (``h c > 2`` along it, see
+        :class:`~diffusers_smd.dilation.path.SecantCurvature`) goes back to its previous point and score."""
         cfg = self.config
         base = self.level_step_size(lam)
         if cfg.step_size_adaptation == "none":
             h_target = torch.full((sample.shape[0],), base, dtype=sample.dtype)
         else:
-            c = self.update_curvature(rescale_to_target(sample, lam), target_score)
+            c = self._curvature.update(rescale_to_target(sample, lam), target_score, self._last_step)
+            unstable = self._curvature.unstable
+            if unstable.any():
+                back = unstable[:, None]
+                sample = torch.where(back, self._curvature.point * math.sqrt(lam), sample)
+                target_score = torch.where(back, self._curvature.score, target_score)
             h_target = (base / c).clamp_max(cfg.max_step_size)
-        return lam * h_target
+        self._last_step = h_target
+        return sample, target_score, lam * h_target
+
+    def step_sizes(self, sample: torch.Tensor, target_score: torch.Tensor, lam: float) -> torch.Tensor:
+        """Per-particle step sizes (path coordinates) for the current level; updates the curvature estimate."""
+        return self._adapt(sample, target_score, lam)[2]
 
     def step(
         self,
@@ -229,7 +276,7 @@ class DilationPathScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(
                 f"model_output (the target's score) must have shape {tuple(sample.shape)}, got {tuple(model_output.shape)}"
             )
-        h = self.step_sizes(sample, model_output, lam)
+        sample, model_output, h = self._adapt(sample, model_output, lam)
         noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
         new = langevin_step(sample, dilation_path_score(model_output, lam), h, noise)
         if not torch.isfinite(new).all():

@@ -1,7 +1,9 @@
-"""Targets with exact log densities, scores and samplers, for tests and benchmarks.
+"""Targets with exact log densities, scores, samplers and normalising constants, for tests and benchmarks.
 
-Each target has ``dim``, ``log_prob(x) -> (B,)`` (normalised), ``score(x) -> (B, d)`` (closed form)
-and ``sample(n, generator) -> (n, d)`` (exact). Computations follow the dtype of ``x``.
+Each target is a plain callable log density with its ``dim``: ``target(x) == target.log_prob(x) -> (B,)``,
+``score(x) -> (B, d)`` (closed form), ``sample(n, generator) -> (n, d)`` (exact) and ``log_Z``, the log of
+the normalising constant of ``exp(log_prob)`` (0 for the normalised ones). Computations follow the dtype
+of ``x``. The benchmark's standard instances (seeds, scales) are in :mod:`.standard_targets`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["GaussianMixture", "NealsFunnel", "Rings"]
+__all__ = ["GaussianMixture", "ManyWell", "NealsFunnel", "Rings"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -68,6 +70,10 @@ class GaussianMixture:
         self._isotropic_variances = variances if torch.allclose(cov, variances[:, None, None] * eye) else None
         self.dim = d
         self.num_modes = k
+        self.log_Z = 0.0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.log_prob(x)
 
     def dilated(self, lam: float) -> GaussianMixture:
         """The dilation path at ``lambda``: ``sum_i w_i N(sqrt(lambda) m_i, lambda S_i)``."""
@@ -95,8 +101,22 @@ class GaussianMixture:
 
     def score(self, x: torch.Tensor) -> torch.Tensor:
         """``sum_i r_i(x) (-S_i^{-1} (x - m_i))``."""
+        return self._score_from(x, *self._component_log_probs(x))
+
+    def log_prob_and_score(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both at once: one pass over the components and one exponential (``logsumexp`` and the
+        responsibilities share ``exp(comp - max)``)."""
         comp, z = self._component_log_probs(x)
-        r = torch.softmax(comp, dim=1)
+        top = comp.amax(1, keepdim=True).detach()
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))  # all -inf: log density -inf
+        e = torch.exp(comp - top)
+        total = e.sum(1, keepdim=True)
+        return (top + total.log()).squeeze(1), self._score_from(x, comp, z, e / total)
+
+    def _score_from(
+        self, x: torch.Tensor, comp: torch.Tensor, z: torch.Tensor | None, r: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        r = torch.softmax(comp, dim=1) if r is None else r
         if z is None:  # isotropic: sum_i r_i (m_i - x) / s_i^2
             r = r / self._isotropic_variances.to(x.dtype)
             return r @ self.means.to(x.dtype) - r.sum(1, keepdim=True) * x
@@ -126,6 +146,10 @@ class NealsFunnel:
             raise ValueError(f"dim must be >= 2 for the funnel, got {dim}")
         self.dim = dim
         self.scale = float(scale)
+        self.log_Z = 0.0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.log_prob(x)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         v, rest = x[:, 0], x[:, 1:]
@@ -166,6 +190,7 @@ class Rings:
         self.width = float(width)
         self.dim = 2
         self.num_modes = k
+        self.log_Z = 0.0
         s, r = self.width, self.radii
         self.log_norm = torch.log(
             2
@@ -176,6 +201,9 @@ class Rings:
                 + r * math.sqrt(math.pi / 2) * (1 + torch.erf(r / (s * math.sqrt(2))))
             )
         )
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.log_prob(x)
 
     def _component_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         radius = x.norm(dim=1, keepdim=True)
@@ -221,3 +249,97 @@ class Rings:
             todo = todo[~ok]
         angle = 2 * math.pi * torch.rand(n, generator=generator, dtype=torch.float64)
         return torch.stack([out * angle.cos(), out * angle.sin()], 1).to(dtype)
+
+
+class ManyWell:
+    """The many-well target of FAB (Midgley et al., ICLR 2023, ``ManyWellEnergy``): ``dim / 2`` independent
+    copies of the double well
+
+        log p~(x1, x2) = -(a x1 + b x1^2 + c x1^4) - x2^2 / 2,    a = -0.5, b = -6, c = 1 (FAB's values),
+
+    on the coordinate pairs ``(x_0, x_1), (x_2, x_3), ...``; ``2^(dim / 2)`` modes. ``log_prob`` is
+    unnormalised, as in FAB; ``log_Z = (dim / 2) (log Z_1 + log(2 pi) / 2)`` with ``Z_1`` the integral of
+    ``exp(-(a x + b x^2 + c x^4))`` by adaptive quadrature (FAB's constant: 11784.50927). Exact samples: each
+    ``x1`` by rejection from a two-Gaussian envelope whose bound is computed on a dense grid with a margin.
+    """
+
+    def __init__(self, dim: int = 32, a: float = -0.5, b: float = -6.0, c: float = 1.0):
+        from scipy.integrate import quad  # scipy comes with scikit-learn, a core dependency
+
+        if not isinstance(dim, int) or dim < 2 or dim % 2:
+            raise ValueError(f"dim must be an even integer >= 2 for the many-well target, got {dim!r}")
+        if not c > 0:
+            raise ValueError(f"c must be positive (the quartic term confines the wells), got {c}")
+        self.dim, self.a, self.b, self.c = dim, float(a), float(b), float(c)
+        self.num_wells = dim // 2
+        # the 1-D double well, normalised around its maximum for the quadrature
+        grid = torch.linspace(-8.0, 8.0, 160001, dtype=torch.float64)
+        log_f = self._log_f(grid)
+        self._log_f_max = float(log_f.max())
+        f = lambda t: math.exp(-(self.a * t + self.b * t * t + self.c * t**4) - self._log_f_max)  # noqa: E731
+        z_left = quad(f, -math.inf, 0.0, limit=200)[0]
+        z_right = quad(f, 0.0, math.inf, limit=200)[0]
+        self.log_Z1 = math.log(z_left + z_right) + self._log_f_max
+        self.right_well_weight = z_right / (z_left + z_right)  # P(x1 > 0), per well
+        self.log_Z = self.num_wells * (self.log_Z1 + 0.5 * LOG_2PI)
+        # rejection envelope: one Gaussian per well (at its maximum, twice its Laplace width, its mass) and a
+        # broad one (5 %) that covers the barrier and the tails
+        left, right = grid < 0, grid > 0
+        peaks = [float(grid[left][log_f[left].argmax()]), float(grid[right][log_f[right].argmax()])]
+        curvatures = [max(2 * self.b + 12 * self.c * m * m, 1e-3) for m in peaks]
+        spread = float(grid.abs().max())
+        self._env_means = torch.tensor([*peaks, 0.0], dtype=torch.float64)
+        self._env_stds = torch.tensor(
+            [2 / math.sqrt(k) for k in curvatures] + [spread / 4], dtype=torch.float64
+        )
+        w_right = 0.95 * self.right_well_weight
+        self._env_weights = torch.tensor([0.95 - w_right, w_right, 0.05], dtype=torch.float64)
+        log_ratio = self._log_f(grid) - self._log_envelope(grid)
+        self._log_bound = float(log_ratio.max()) + math.log(1.05)
+
+    def _log_f(self, t: torch.Tensor) -> torch.Tensor:
+        return -(self.a * t + self.b * t * t + self.c * t**4)
+
+    def _log_envelope(self, t: torch.Tensor) -> torch.Tensor:
+        z = (t[:, None] - self._env_means) / self._env_stds
+        comp = self._env_weights.log() - 0.5 * z * z - self._env_stds.log() - 0.5 * LOG_2PI
+        return torch.logsumexp(comp, dim=1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.log_prob(x)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x[:, 0::2], x[:, 1::2]
+        return self._log_f(x1).sum(1) - 0.5 * (x2 * x2).sum(1)
+
+    def score(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x[:, 0::2], x[:, 1::2]
+        out = torch.empty_like(x)
+        out[:, 0::2] = -(self.a + 2 * self.b * x1 + 4 * self.c * x1**3)
+        out[:, 1::2] = -x2
+        return out
+
+    def well_weights_of(self, x: torch.Tensor) -> torch.Tensor:
+        """Fraction of the rows of ``x`` in the right-hand well (``x1 > 0``), for each of the wells, ``(d/2,)``."""
+        return (x[:, 0::2] > 0).double().mean(0)
+
+    def _sample_x1(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        out = torch.empty(n, dtype=torch.float64)
+        todo = torch.arange(n)
+        while todo.numel():
+            m = todo.numel()
+            comp = torch.multinomial(self._env_weights, m, replacement=True, generator=generator)
+            t = self._env_means[comp] + self._env_stds[comp] * torch.randn(
+                m, generator=generator, dtype=torch.float64
+            )
+            log_u = torch.rand(m, generator=generator, dtype=torch.float64).log()
+            ok = log_u < self._log_f(t) - self._log_envelope(t) - self._log_bound
+            out[todo[ok]] = t[ok]
+            todo = todo[~ok]
+        return out
+
+    def sample(self, n: int, generator: torch.Generator | None = None, dtype=torch.float64) -> torch.Tensor:
+        x = torch.empty(n, self.dim, dtype=torch.float64)
+        x[:, 0::2] = self._sample_x1(n * self.num_wells, generator).reshape(n, self.num_wells)
+        x[:, 1::2] = torch.randn(n, self.num_wells, generator=generator, dtype=torch.float64)
+        return x.to(dtype)

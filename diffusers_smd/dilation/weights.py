@@ -11,9 +11,13 @@ extension corrects the masses with the unnormalised log density only:
    ``proposal_inflation``) and form the defensive proposal ``q = (1 / J) sum_j N(mu_j, S_j)``
    (equal component weights, so a mode found by few particles is proposed as often as a big one);
 3. draw ``M`` points from ``q``, weight them by ``w = pi~(z) / q(z)`` and resample ``B`` of them
-   (systematic resampling). Self-normalised importance sampling is consistent for ``pi`` restricted to
+   (systematic resampling over the draws ordered by the cluster that proposed them most likely, so that
+   each cluster receives its estimated mass in samples to within one). Self-normalised importance sampling is consistent for ``pi`` restricted to
    the support ``q`` covers, whatever the particles' spread over modes was; each cluster's mass is
-   ``sum of w over the draws that q attributes to it / sum of w``.
+   ``sum of w over the draws that q attributes to it / sum of w``;
+4. the normalising constant: ``log Z_hat = log((1 / M) sum_m pi~(z_m) / q(z_m))``, unbiased for the mass
+   of ``pi~`` on the region ``q`` covers (so it is low by the mass of the modes no particle found), with the
+   weights' effective sample size ``(sum w)^2 / sum w^2`` as its diagnostic.
 
 Cost: ``M`` log-density evaluations, plus ``B`` gradient evaluations for the scores at the particles
 (free when the pipeline's Metropolis-adjusted final phase, ``metropolis_steps``, ran and left them). It
@@ -28,8 +32,9 @@ import numpy as np
 import torch
 
 from .evaluator import TargetEvaluator
+from .kernels import log_mean_exp, systematic_resample
 
-__all__ = ["ModeReweighting", "cluster_modes", "importance_resample", "systematic_resample"]
+__all__ = ["ModeReweighting", "cluster_modes", "importance_resample"]
 
 
 @dataclass
@@ -40,13 +45,15 @@ class ModeReweighting:
         samples: resampled points ``(B, d)``.
         cluster_means: ``(J, d)`` centres of the modes found.
         cluster_weights: ``(J,)`` estimated mass of each mode.
-        effective_sample_size: of the importance weights.
+        effective_sample_size: of the importance weights (out of ``num_proposals``).
+        log_Z: the importance-sampling estimate of the log normalising constant (step 4).
     """
 
     samples: torch.Tensor
     cluster_means: torch.Tensor
     cluster_weights: torch.Tensor
     effective_sample_size: float
+    log_Z: float
 
 
 def newton_mode_estimates(
@@ -72,18 +79,6 @@ def cluster_modes(
     return torch.as_tensor(labels, dtype=torch.long)
 
 
-def systematic_resample(
-    weights: torch.Tensor, num: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Indices drawn by systematic resampling from normalised ``weights``."""
-    u = (
-        torch.rand(1, generator=generator, dtype=torch.float64) + torch.arange(num, dtype=torch.float64)
-    ) / num
-    cdf = torch.cumsum(weights.double(), 0)
-    cdf[-1] = 1.0
-    return torch.searchsorted(cdf, u).clamp_max(weights.numel() - 1)
-
-
 def ledoit_wolf_covariance(x: torch.Tensor) -> torch.Tensor:
     """Ledoit-Wolf shrinkage ``(1 - a) S + a (tr S / d) I`` of the sample covariance of the rows of ``x``,
     with the estimated optimal ``a`` (Ledoit and Wolf 2004); well conditioned even when ``n < d``."""
@@ -100,41 +95,65 @@ def ledoit_wolf_covariance(x: torch.Tensor) -> torch.Tensor:
     return (1 - a) * s + a * target
 
 
+class _MixtureProposal:
+    """``q = (1 / J) sum_j N(mu_j, S_j)`` with a Cholesky factor for the full components and a scalar
+    variance for the isotropic ones (which may be many: evaluated together as squared distances)."""
+
+    def __init__(self, means: torch.Tensor, variances: torch.Tensor, chols: dict[int, torch.Tensor]):
+        self.means, self.variances, self.chols = means, variances, chols  # variances: NaN for full ones
+        self.isotropic = torch.isnan(variances).logical_not()
+
+    def sample(self, comp: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        z = self.means[comp] + eps * self.variances.nan_to_num(0.0).sqrt()[comp, None]
+        for j, chol in self.chols.items():
+            rows = comp == j
+            z[rows] = self.means[j] + eps[rows] @ chol.T
+        return z
+
+    def log_components(self, z: torch.Tensor) -> torch.Tensor:
+        """``log N(z; mu_j, S_j) - log J`` for each draw and component, ``(M, J)``."""
+        m, d = z.shape
+        j_all = self.means.shape[0]
+        out = torch.empty(m, j_all, dtype=torch.float64)
+        const = 0.5 * d * np.log(2 * np.pi) + np.log(j_all)
+        iso = self.isotropic
+        if iso.any():
+            var = self.variances[iso]
+            sq = torch.cdist(z, self.means[iso]).pow(2)
+            out[:, iso] = -0.5 * sq / var - 0.5 * d * var.log() - const
+        for j, chol in self.chols.items():
+            white = torch.linalg.solve_triangular(chol, (z - self.means[j]).T, upper=False)
+            out[:, j] = -0.5 * (white * white).sum(0) - chol.diagonal().log().sum() - const
+        return out
+
+
 def _cluster_gaussians(
     points: torch.Tensor,
     newton: torch.Tensor,
     labels: torch.Tensor,
     curvature: torch.Tensor,
     inflation: float,
-):
-    """Mean and Cholesky factor of one Gaussian per cluster. A cluster with more particles than dimensions
-    gets their mean and Ledoit-Wolf covariance; a smaller one the mean of its Newton-step mode estimates
-    ``y + s / c`` (exact on a Gaussian mode, while the mean of a few particles is off by ``sigma sqrt(d / n)``)
-    and the curvature's isotropic covariance ``I / c``."""
+) -> _MixtureProposal:
+    """One Gaussian per cluster. A cluster with more particles than dimensions gets their mean and
+    Ledoit-Wolf covariance; a smaller one the mean of its Newton-step mode estimates ``y + s / c`` (exact on a
+    Gaussian mode, while the mean of a few particles is off by ``sigma sqrt(d / n)``) and the curvature's
+    isotropic covariance ``I / c``. Covariances are inflated by ``inflation``."""
     d = points.shape[1]
-    means, chols = [], []
+    num = int(labels.max()) + 1
+    means = torch.empty(num, d, dtype=torch.float64)
+    variances = torch.full((num,), float("nan"), dtype=torch.float64)
+    chols = {}
     eye = torch.eye(d, dtype=torch.float64)
-    for j in range(int(labels.max()) + 1):
+    for j in range(num):
         member = points[labels == j].double()
-        n = member.shape[0]
         iso = (1.0 / curvature[labels == j].double().median()).item()
-        if n > d:
-            mu, cov = member.mean(0), ledoit_wolf_covariance(member) + 1e-6 * iso * eye
+        if member.shape[0] > d:
+            means[j] = member.mean(0)
+            chols[j] = torch.linalg.cholesky(inflation * (ledoit_wolf_covariance(member) + 1e-6 * iso * eye))
         else:
-            mu, cov = newton[labels == j].mean(0), iso * eye
-        means.append(mu)
-        chols.append(torch.linalg.cholesky(inflation * cov))
-    return torch.stack(means), torch.stack(chols)
-
-
-def _mixture_log_components(z: torch.Tensor, means: torch.Tensor, chols: torch.Tensor) -> torch.Tensor:
-    """``log N(z; mu_j, S_j) - log J`` for each draw and component, ``(M, J)``."""
-    d = z.shape[1]
-    diff = z[:, None, :] - means[None]
-    white = torch.linalg.solve_triangular(chols[None], diff[..., None], upper=False)[..., 0]
-    log_det = chols.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    j = means.shape[0]
-    return -0.5 * (white**2).sum(-1) - log_det - 0.5 * d * np.log(2 * np.pi) - np.log(j)
+            means[j] = newton[labels == j].mean(0)
+            variances[j] = inflation * iso
+    return _MixtureProposal(means, variances, chols)
 
 
 def importance_resample(
@@ -147,30 +166,37 @@ def importance_resample(
     merge_radius: float = 3.0,
     proposal_inflation: float = 1.1,
 ) -> ModeReweighting:
-    """Steps 1-3 of the module docstring. ``points`` are in target coordinates with their ``scores``
+    """Steps 1-4 of the module docstring. ``points`` are in target coordinates with their ``scores``
     and per-particle ``curvature``; returns as many resampled points as ``points`` has rows."""
     if num_proposals < 1:
         raise ValueError(f"num_proposals must be a positive integer, got {num_proposals}")
     labels = cluster_modes(points.double(), scores.double(), curvature.double(), merge_radius)
     newton = newton_mode_estimates(points.double(), scores.double(), curvature.double())
-    means, chols = _cluster_gaussians(points, newton, labels, curvature, proposal_inflation)
+    proposal = _cluster_gaussians(points, newton, labels, curvature, proposal_inflation)
+    means = proposal.means
     j, d = means.shape
     comp = torch.randint(0, j, (num_proposals,), generator=generator)
     eps = torch.randn(num_proposals, d, generator=generator, dtype=torch.float64)
-    z = means[comp] + (chols[comp] @ eps[..., None])[..., 0]
-    log_q_parts = _mixture_log_components(z, means, chols)
+    z = proposal.sample(comp, eps)
+    log_q_parts = proposal.log_components(z)
     log_q = torch.logsumexp(log_q_parts, 1)
-    log_pi = evaluator.log_prob(z.to(points.dtype)).double()
+    log_pi = evaluator.log_prob(z.to(points.dtype))
+    evaluator.check(z, log_pi, None, "at the extension's proposal draws", proposal=True)
+    log_pi = log_pi.double()
     log_w = torch.where(torch.isfinite(log_pi), log_pi - log_q, torch.full_like(log_q, -torch.inf))
     w = torch.softmax(log_w, 0)
     ess = float(1.0 / (w**2).sum())
     owner = log_q_parts.argmax(1)
     cluster_weights = torch.zeros(j, dtype=torch.float64).index_add_(0, owner, w)
-    idx = systematic_resample(w, points.shape[0], generator)
+    # systematic resampling over the draws grouped by cluster: each cluster then gets its estimated mass in
+    # samples to within one (over randomly ordered draws the counts per mode would be as noisy as multinomial)
+    order = torch.argsort(owner, stable=True)
+    idx = order[systematic_resample(w[order], points.shape[0], generator)]
     perm = torch.randperm(points.shape[0], generator=generator)
     return ModeReweighting(
         samples=z[idx][perm].to(points.dtype),
         cluster_means=means.to(points.dtype),
         cluster_weights=cluster_weights,
         effective_sample_size=ess,
+        log_Z=log_mean_exp(log_w),
     )

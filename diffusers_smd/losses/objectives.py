@@ -259,6 +259,8 @@ class DiffusionObjective:
 
     name: ClassVar[str] = "base"
     needs_mixture_model: ClassVar[bool] = False
+    #: Whether min-SNR weighting (``snr_gamma``) applies to this objective's loss.
+    supports_snr_gamma: ClassVar[bool] = True
     description: ClassVar[str] = ""
 
     def __init__(
@@ -276,6 +278,10 @@ class DiffusionObjective:
         self.noise_offset = float(noise_offset)
         if snr_gamma is not None and (isinstance(snr_gamma, bool) or not float(snr_gamma) > 0):
             raise ValueError(f"snr_gamma must be None or a positive number, got {snr_gamma!r}")
+        if snr_gamma is not None and not self.supports_snr_gamma:
+            raise ValueError(
+                f"snr_gamma does not apply to objective {self.name!r} (min-SNR weighting is for MSE losses)"
+            )
         if num_inference_steps is not None and (
             isinstance(num_inference_steps, bool)
             or not isinstance(num_inference_steps, Integral)
@@ -405,6 +411,7 @@ class SMDMixtureObjective(SMDObjective):
     """
 
     name = "smd-mixture"
+    supports_snr_gamma = False  # its per-step likelihood already weights each step; see the class docstring
     description = (
         "the K-sample mixture likelihood of each backward step (smd-mixture), whose optimum is a real mixture"
     )

@@ -8,6 +8,7 @@ import types as _types
 
 from .identifier import *  # noqa: F403
 from .introspection import *  # noqa: F403
+from .mixture_noise import *  # noqa: F403
 from .smd_unet_2d import *  # noqa: F403
 from .smd_unet_2d_condition import *  # noqa: F403
 from .smd_vector import *  # noqa: F403

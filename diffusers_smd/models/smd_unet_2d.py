@@ -21,9 +21,13 @@ class SMDUNet2DModel(SMDUNetWrapperMixin):
     The time embedding is unchanged. f_phi's output projection starts at zero, so a freshly wrapped
     model computes exactly what the wrapped UNet computes.
 
-    Called like a plain UNet (``model(x, t).sample``) it draws a fresh eta each call, so stock pipelines
-    such as ``DDPMPipeline`` run it unchanged. Pass ``mixture_noise`` (eta) for a deterministic call, or
-    ``generator`` to draw eta reproducibly.
+    Called like a plain UNet (``model(x, t).sample``) it runs unchanged in stock pipelines such as
+    ``DDPMPipeline``: under ``torch.no_grad()`` (every pipeline call) eta is derived from ``(x_t, t)``
+    (:func:`~diffusers_smd.models.derived_mixture_noise`), so the pipeline's ``generator`` alone fixes the
+    images while each step and each image still gets its own eta; when autograd is recording (training) a
+    fresh eta is drawn from torch's global random state. Pass ``mixture_noise`` (eta) for a deterministic
+    call, or ``generator`` to draw eta from it; :func:`~diffusers_smd.models.resolve_mixture_noise` states
+    the rule.
 
     Args:
         unet_config: config of the wrapped UNet2DModel (``dict(unet.config)``); use :meth:`from_unet`
@@ -51,7 +55,8 @@ class SMDUNet2DModel(SMDUNetWrapperMixin):
         """The wrapped UNet2DModel's forward with f_phi(g_xi(sample, eta, timestep)) applied inside.
 
         Arguments and output are those of :meth:`diffusers.UNet2DModel.forward`, plus the keyword-only
-        ``mixture_noise`` (eta, shaped like ``sample``) and ``generator`` (draws eta when it is not given).
+        ``mixture_noise`` (eta, shaped like ``sample``) and ``generator`` (draws eta when it is not given);
+        without either, eta follows :func:`~diffusers_smd.models.resolve_mixture_noise`.
         """
         latent = self.mixture_latent(sample, timestep, mixture_noise, generator)
         return self._run_mixed(

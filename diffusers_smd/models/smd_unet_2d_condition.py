@@ -22,6 +22,12 @@ class SMDUNet2DConditionModel(SMDUNetWrapperMixin):
     output head (``conv_norm_out``, or ``conv_out`` when the UNet has no output norm); zero-initialised, so a
     freshly wrapped model equals the wrapped UNet. Every forward argument of the wrapped model passes through.
     See :class:`SMDUNet2DModel` for the arguments.
+
+    In stock pipelines (``StableDiffusionPipeline``, img2img, inpaint, ``StableDiffusionXLPipeline``, ...) eta
+    is derived from ``(x_t, t)`` (:func:`~diffusers_smd.models.derived_mixture_noise`): the same ``generator``
+    seed gives the same images, every step and every image gets its own eta, and classifier-free guidance's
+    conditional and unconditional halves (the same latents) share one eta, so the guidance direction compares
+    the two predictions of one mixture component (the identifier never sees the prompt).
     """
 
     wrapped_class = UNet2DConditionModel
@@ -48,7 +54,8 @@ class SMDUNet2DConditionModel(SMDUNetWrapperMixin):
         """The wrapped UNet2DConditionModel's forward with f_phi(g_xi(sample, eta, timestep)) applied inside.
 
         Arguments and output are those of :meth:`diffusers.UNet2DConditionModel.forward`, plus the
-        keyword-only ``mixture_noise`` (eta, shaped like ``sample``) and ``generator``.
+        keyword-only ``mixture_noise`` (eta, shaped like ``sample``) and ``generator``; without either, eta
+        follows :func:`~diffusers_smd.models.resolve_mixture_noise`.
         """
         latent = self.mixture_latent(sample, timestep, mixture_noise, generator)
         return self._run_mixed(

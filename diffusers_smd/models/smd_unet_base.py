@@ -23,6 +23,7 @@ from torch import nn
 
 from ..mixture import MixtureHypernetwork
 from .identifier import MixtureIdentifier, default_identifier_channels
+from .mixture_noise import resolve_mixture_noise
 
 # Set by ``from_unet`` so that ``__init__`` adopts an existing UNet instead of building a random one.
 _UNET_TO_ADOPT: contextvars.ContextVar[nn.Module | None] = contextvars.ContextVar(
@@ -139,18 +140,10 @@ class SMDUNetWrapperMixin(ModelMixin, ConfigMixin):
         mixture_noise: torch.Tensor | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
     ) -> torch.Tensor:
-        """Return z = g_xi(x_t, eta, t), drawing eta from ``generator`` when ``mixture_noise`` is None."""
+        """Return z = g_xi(x_t, eta, t), with eta chosen by :func:`~diffusers_smd.models.resolve_mixture_noise`."""
         self._check_sample(sample)
-        if mixture_noise is None:
-            mixture_noise = self.draw_mixture_noise(sample, generator)
-        elif not isinstance(mixture_noise, torch.Tensor) or mixture_noise.shape != sample.shape:
-            shape = (
-                tuple(mixture_noise.shape) if isinstance(mixture_noise, torch.Tensor) else type(mixture_noise)
-            )
-            raise ValueError(
-                f"`mixture_noise` must be a tensor shaped like `sample` {tuple(sample.shape)}, got {shape}."
-            )
-        return self.identifier(sample, timestep, mixture_noise.to(sample.device))
+        eta = resolve_mixture_noise(sample, timestep, mixture_noise, generator)
+        return self.identifier(sample, timestep, eta)
 
     def _run_mixed(self, latent: torch.Tensor, call, *args, **kwargs):
         """Run the wrapped UNet with f_phi(latent) hooked in at its two feature maps."""

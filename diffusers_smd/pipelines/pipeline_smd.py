@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -154,11 +155,12 @@ class SMDPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: Sequence[str],
     ) -> None:
         """Raise a ValueError naming the first bad argument, before any work starts."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        # numbers.Integral: numpy integers are accepted wherever Python ints are
+        if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
             raise ValueError(f"`batch_size` must be an integer >= 1; got {batch_size!r}.")
         if (
             isinstance(num_inference_steps, bool)
-            or not isinstance(num_inference_steps, int)
+            or not isinstance(num_inference_steps, Integral)
             or num_inference_steps < 1
         ):
             raise ValueError(f"`num_inference_steps` must be an integer >= 1; got {num_inference_steps!r}.")
@@ -295,6 +297,7 @@ class SMDPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs,
         )
         self._use_etsdm_scheduler()
+        batch_size, num_inference_steps = int(batch_size), int(num_inference_steps)  # numpy ints too
         device = self._execution_device
         dtype = self.unet.dtype
         labels = self._prepare_class_labels(class_labels, batch_size, device)
@@ -329,6 +332,11 @@ class SMDPipeline(DiffusionPipeline):
                     available = {"latents": latents}
                     callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
                     callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    if not isinstance(callback_outputs, dict):
+                        raise TypeError(
+                            "`callback_on_step_end` must return a dict of the tensors it changes (e.g. "
+                            f"`return callback_kwargs`, or `{{}}` to change nothing); it returned {callback_outputs!r}"
+                        )
                     latents = callback_outputs.pop("latents", latents)
 
                 if i == len(timesteps) - 1 or (

@@ -158,7 +158,7 @@ def _json_value(value: Any) -> Any:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """Every setting as a JSON-safe value, secrets left out (training_args.json, trackers, checkpoints)."""
+    """Every setting as a JSON-safe value, secrets left out (run summaries, trackers, checkpoints)."""
     return {
         field.name: _json_value(getattr(config, field.name))
         for field in _fields(type(config))

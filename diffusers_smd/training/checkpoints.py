@@ -11,9 +11,13 @@ folder is always complete, and an interrupted write leaves only a temporary fold
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 import shutil
+import struct
+import zipfile
 
 from ..atomic import read_json, write_json
 
@@ -21,6 +25,7 @@ __all__ = [
     "CHECKPOINT_PREFIX",
     "RUN_STATE_FILE",
     "TEMPORARY_PREFIX",
+    "checkpoint_problems",
     "checkpoint_step",
     "list_checkpoints",
     "read_run_state",
@@ -32,6 +37,7 @@ __all__ = [
 CHECKPOINT_PREFIX = "checkpoint-"
 TEMPORARY_PREFIX = ".tmp-checkpoint-"
 RUN_STATE_FILE = "run_state.json"
+logger = logging.getLogger(__name__)
 _CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 
 
@@ -60,18 +66,88 @@ def list_checkpoints(output_dir: str) -> list[str]:
     return [path for _, path in sorted(found)]
 
 
+def checkpoint_problems(checkpoint: str) -> list[str]:
+    """What makes ``checkpoint`` unusable (empty when it can be resumed): unreadable or truncated files.
+
+    accelerate's state files (``*.bin``, ``random_states_*.pkl``) are zip archives written by ``torch.save``:
+    their members' CRCs are checked without unpickling them. Random-state files are loaded the way accelerate
+    loads them (``weights_only``) and must hold the RNG states, because accelerate ignores an unreadable one
+    and the resumed run would then silently differ. Safetensors weights must be as long as their header says.
+    """
+    problems = []
+    for name in sorted(os.listdir(checkpoint)):
+        path = os.path.join(checkpoint, name)
+        if name.endswith((".bin", ".pkl")) and os.path.isfile(path):
+            reason = _zip_problem(path)
+            if reason is None and name.startswith("random_states"):
+                reason = _random_states_problem(path)
+            if reason:
+                problems.append(f"{name}: {reason}")
+        elif os.path.isdir(path):
+            for weights in sorted(f for f in os.listdir(path) if f.endswith(".safetensors")):
+                reason = _safetensors_problem(os.path.join(path, weights))
+                if reason:
+                    problems.append(f"{name}/{weights}: {reason}")
+    return problems
+
+
+def _zip_problem(path: str) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        return f"not a readable torch file ({error})"
+    return f"corrupt member {bad}" if bad else None
+
+
+def _random_states_problem(path: str) -> str | None:
+    from accelerate.utils import load
+
+    try:
+        states = load(path)
+    except Exception as error:  # any unpickling failure means accelerate would skip it silently
+        return f"cannot be loaded ({type(error).__name__})"
+    missing = {"random_state", "numpy_random_seed", "torch_manual_seed"} - set(states or {})
+    return f"missing {sorted(missing)}" if missing else None
+
+
+def _safetensors_problem(path: str) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            header_length = struct.unpack("<Q", handle.read(8))[0]
+            header = json.loads(handle.read(header_length))
+    except (struct.error, ValueError, OSError) as error:
+        return f"unreadable header ({error})"
+    data_end = max(
+        (entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0
+    )
+    expected = 8 + header_length + data_end
+    size = os.path.getsize(path)
+    return None if size == expected else f"truncated ({size} of {expected} bytes)"
+
+
 def resolve_resume_checkpoint(resume_from_checkpoint: str | None, output_dir: str) -> str | None:
     """The folder ``--resume_from_checkpoint`` names, or None to start fresh.
 
-    ``"latest"`` is the highest-step complete checkpoint in ``output_dir`` (None when there is
-    none, as in diffusers). Any other value is a path, or a checkpoint name inside
-    ``output_dir``; a value that points nowhere raises ValueError naming the flag.
+    ``"latest"`` is the highest-step complete and readable checkpoint in ``output_dir`` (None when there is
+    none, as in diffusers); a newer one with unreadable files (:func:`checkpoint_problems`) is skipped with a
+    warning that names it and its files, so a run resumes from the previous good one. Any other value is a
+    path, or a checkpoint name inside ``output_dir``; one that points nowhere, is incomplete or is unreadable
+    raises ValueError naming the flag.
     """
     if resume_from_checkpoint is None:
         return None
     if resume_from_checkpoint == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        return checkpoints[-1] if checkpoints else None
+        for checkpoint in reversed(list_checkpoints(output_dir)):
+            problems = checkpoint_problems(checkpoint)
+            if not problems:
+                return checkpoint
+            logger.warning(
+                "--resume_from_checkpoint latest: skipping %s, which cannot be resumed (%s); trying the one before",
+                checkpoint,
+                "; ".join(problems),
+            )
+        return None
     for candidate in (
         resume_from_checkpoint,
         os.path.join(output_dir, os.path.basename(resume_from_checkpoint)),
@@ -81,6 +157,13 @@ def resolve_resume_checkpoint(resume_from_checkpoint: str | None, output_dir: st
                 raise ValueError(
                     f"--resume_from_checkpoint {resume_from_checkpoint!r}: {candidate} is incomplete (no "
                     f"{RUN_STATE_FILE}); its save was interrupted. Use an earlier checkpoint or 'latest'"
+                )
+            problems = checkpoint_problems(candidate)
+            if problems:
+                raise ValueError(
+                    f"--resume_from_checkpoint {resume_from_checkpoint!r}: {candidate} cannot be resumed: "
+                    + "; ".join(problems)
+                    + ". Use an earlier checkpoint, or 'latest' to take the newest readable one"
                 )
             return candidate
     raise ValueError(
@@ -128,7 +211,16 @@ def save_checkpoint(
         shutil.rmtree(temporary)  # left over from an interrupted save
     accelerator.wait_for_everyone()
     os.makedirs(temporary, exist_ok=True)
-    accelerator.save_state(temporary)
+    try:
+        accelerator.save_state(temporary)
+    except (OSError, RuntimeError) as error:  # a full disk surfaces from torch.save as "basic_ios::clear"
+        shutil.rmtree(temporary, ignore_errors=True)
+        free = shutil.disk_usage(output_dir).free
+        raise OSError(
+            f"could not write {CHECKPOINT_PREFIX}{step} into {output_dir} ({error}); {free / 2**30:.2f} GiB are "
+            f"free there. The previous checkpoint is untouched: free some space, then resume with "
+            f"--resume_from_checkpoint latest"
+        ) from error
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(os.path.join(temporary, RUN_STATE_FILE), {"global_step": step, **(run_state or {})})

@@ -27,6 +27,7 @@ from .arguments import option
 __all__ = [
     "LR_SCHEDULERS",
     "BETA_SCHEDULES",
+    "ImageDataConfig",
     "TrainingConfig",
     "UnconditionalTrainingConfig",
 ]
@@ -85,7 +86,7 @@ class TrainingConfig:
     )
     snr_gamma: float | None = option(
         None,
-        "Min-SNR loss weighting gamma (e.g. 5.0); default: no weighting. Not used by smd-mixture.",
+        "Min-SNR loss weighting gamma (e.g. 5.0); default: no weighting. Only for objectives that support it.",
         group=METHOD,
     )
     noise_offset: float = option(
@@ -277,8 +278,11 @@ class TrainingConfig:
             raise ValueError(f"--noise_offset must be >= 0, got {self.noise_offset}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise ValueError(f"--snr_gamma must be positive, got {self.snr_gamma}")
-        if self.snr_gamma is not None and self.objective == "smd-mixture":
-            raise ValueError("--snr_gamma applies to --objective vanilla and smd, not smd-mixture")
+        if self.snr_gamma is not None and not self.objective_class.supports_snr_gamma:
+            allowed = [name for name, cls in OBJECTIVES.items() if cls.supports_snr_gamma]
+            raise ValueError(
+                f"--snr_gamma applies to --objective {' and '.join(allowed)}, not {self.objective}"
+            )
         if self.etsdm_threshold is not None and not self.etsdm:
             raise ValueError("--etsdm_threshold needs --etsdm")
         if self.dataloader_num_workers < 0:
@@ -288,9 +292,24 @@ class TrainingConfig:
         if os.path.isfile(self.output_dir):
             raise ValueError(f"--output_dir {self.output_dir!r} is a file; give a folder (new or existing)")
         if self.push_to_hub:
-            from ..hub import check_repo_id
+            self._check_hub_access()
 
-            check_repo_id(self.hub_model_id, name="--hub_model_id")
+    def _check_hub_access(self) -> None:
+        """--push_to_hub needs a valid repo id, the network and a token: refuse before training, not after."""
+        from huggingface_hub import constants, get_token
+
+        from ..hub import check_repo_id
+
+        check_repo_id(self.hub_model_id, name="--hub_model_id")
+        if constants.HF_HUB_OFFLINE:
+            raise ValueError(
+                "--push_to_hub needs the network, but HF_HUB_OFFLINE is set; unset it or publish later"
+            )
+        if get_token() is None:
+            raise ValueError(
+                "--push_to_hub needs a Hugging Face token: log in with `hf auth login` or set HF_TOKEN (it is never "
+                "printed or saved by this package)"
+            )
 
     def _check_positive(self, *names: str) -> None:
         for name in names:
@@ -300,7 +319,47 @@ class TrainingConfig:
 
 
 @dataclass
-class UnconditionalTrainingConfig(TrainingConfig):
+class ImageDataConfig(TrainingConfig):
+    """The image-data and pretrained-model settings every image task shares (a task's config refines the help)."""
+
+    # --- data -------------------------------------------------------------------------------------------
+    dataset_name: str | None = option(None, "A Hub data set name or a local data set folder.", group=DATA)
+    dataset_config_name: str | None = option(
+        None, "The config of the Hub data set, if it has several.", group=DATA
+    )
+    train_data_dir: str | None = option(
+        None, "A folder of images (read with datasets' 'imagefolder').", group=DATA
+    )
+    image_column: str | None = option(
+        None, "The data set column holding images (default: detected).", group=DATA
+    )
+    cache_dir: str | None = option(
+        None, "Where downloaded data sets and models are cached.", group=DATA, resume="free"
+    )
+    resolution: int | None = option(None, "Training image size in pixels (square).", group=DATA)
+    max_train_samples: int | None = option(
+        None, "For debugging or quicker runs: train on the first N examples of the data set only.", group=DATA
+    )
+    center_crop: bool = option(False, "Crop the centre square (default: a random square).", group=DATA)
+    random_flip: bool = option(False, "Flip training images left-right with probability 1/2.", group=DATA)
+
+    # --- model ------------------------------------------------------------------------------------------
+    pretrained_model_name_or_path: str | None = option(
+        None, "The pretrained model to fine-tune: a Hub repo id or a folder.", group=MODEL
+    )
+    revision: str | None = option(None, "Revision of the pretrained model on the Hub.", group=MODEL)
+
+    def validate(self) -> None:
+        super().validate()
+        self._check_positive("resolution", "max_train_samples")
+        if self.dataset_name is not None and self.train_data_dir is not None:
+            raise ValueError("give either --dataset_name or --train_data_dir, not both")
+        if self.train_data_dir is not None and not os.path.isdir(self.train_data_dir):
+            raise ValueError(f"--train_data_dir {self.train_data_dir!r} is not an existing folder")
+
+
+@dataclass
+class UnconditionalTrainingConfig(ImageDataConfig):
     """Train or fine-tune an unconditional SMD / E-TSDM diffusion model with accelerate.
 
     Flags follow diffusers' train_unconditional.py. With no data flags it trains on the built-in digits,
@@ -314,9 +373,6 @@ class UnconditionalTrainingConfig(TrainingConfig):
         "built-in scikit-learn digits. Default: 'digits' unless --train_data_dir is given.",
         group=DATA,
     )
-    dataset_config_name: str | None = option(
-        None, "The config of the Hub data set, if it has several.", group=DATA
-    )
     train_data_dir: str | None = option(
         None,
         "A folder of images (read with datasets' 'imagefolder'). Grey, RGB, RGBA (composited on white) and "
@@ -325,9 +381,6 @@ class UnconditionalTrainingConfig(TrainingConfig):
     )
     image_column: str | None = option(
         None, "The data set column holding images (default: detected).", group=DATA
-    )
-    cache_dir: str | None = option(
-        None, "Where downloaded data sets and models are cached.", group=DATA, resume="free"
     )
     resolution: int | None = option(
         None,
@@ -341,11 +394,6 @@ class UnconditionalTrainingConfig(TrainingConfig):
         group=DATA,
         choices=(1, 3),
     )
-    max_train_samples: int | None = option(
-        None, "For debugging or quicker runs: train on the first N examples of the data set only.", group=DATA
-    )
-    center_crop: bool = option(False, "Crop the centre square (default: a random square).", group=DATA)
-    random_flip: bool = option(False, "Flip training images left-right with probability 1/2.", group=DATA)
 
     # --- model ------------------------------------------------------------------------------------------
     pretrained_model_name_or_path: str | None = option(
@@ -355,7 +403,6 @@ class UnconditionalTrainingConfig(TrainingConfig):
         "reproduces the pretrained model. A pipeline's noise schedule replaces the --ddpm_* flags.",
         group=MODEL,
     )
-    revision: str | None = option(None, "Revision of the pretrained model on the Hub.", group=MODEL)
     model_config_name_or_path: str | None = option(
         None,
         "A UNet2DModel config (folder or config.json) to train from scratch; default: a small UNet sized by "

@@ -13,7 +13,8 @@ Reproducibility: with ``--seed`` the data order comes from accelerate's seedable
 torch's global RNG (saved and restored by ``save_state`` / ``load_state``), and the data loader never draws
 from the global RNG, so a resumed run continues exactly where it stopped. A checkpoint records every
 setting that defines the model and the objective; resuming with different values is refused before any
-step (see :data:`RESUME_FREE_SETTINGS` for those that may change).
+step (:func:`~diffusers_smd.training.arguments.free_on_resume` lists those that may change; a `--seed` left
+out keeps the run's, a different one is refused).
 """
 
 from __future__ import annotations
@@ -236,9 +237,11 @@ class Trainer:
             accelerator.register_save_state_pre_hook(self._save_model_hook)
             accelerator.register_load_state_pre_hook(self._load_model_hook)
 
+        #: The optimiser's base learning rate (the task may scale --learning_rate, e.g. --scale_lr).
+        self.learning_rate = self.setup.learning_rate or config.learning_rate
         self.optimizer = torch.optim.AdamW(
             trainable,
-            lr=config.learning_rate,
+            lr=self.learning_rate,
             betas=(config.adam_beta1, config.adam_beta2),
             weight_decay=config.adam_weight_decay,
             eps=config.adam_epsilon,
@@ -358,10 +361,17 @@ class Trainer:
         if images is None:
             return
         save_grid(images, os.path.join(self.config.output_dir, name))
+        tag = self.task.sample_tag
         if self.config.logger == "tensorboard":
             self.accelerator.get_tracker("tensorboard", unwrap=True).add_images(
-                "samples", images.transpose(0, 3, 1, 2), self.global_step
+                tag, images.transpose(0, 3, 1, 2), self.global_step
             )
+        elif self.config.logger == "wandb":
+            import wandb
+
+            captions = self.task.sample_captions() or [None] * len(images)
+            logged = [wandb.Image(image, caption=caption) for image, caption in zip(images, captions)]
+            self.accelerator.get_tracker("wandb").log({tag: logged}, step=self.global_step)
 
     def _save_pipeline(self, with_grid: bool) -> None:
         self._with_ema_weights(
@@ -371,19 +381,20 @@ class Trainer:
             self._sample_grid("sample_grid.png")
 
     def _resume(self) -> None:
-        accelerator, config = self.accelerator, self.config
+        accelerator = self.accelerator
         accelerator.print(f"Resuming from checkpoint {self.resume_path}")
         accelerator.load_state(self.resume_path)
         self.global_step = checkpoint_step(self.resume_path)
         recorded_lr = read_run_state(self.resume_path).get("learning_rate")
-        if recorded_lr is not None and recorded_lr != config.learning_rate:
+        learning_rate = self.learning_rate
+        if recorded_lr is not None and recorded_lr != learning_rate:
             # The schedule's base rate is part of the restored state: apply the new --learning_rate.
             scheduler = getattr(self.lr_scheduler, "scheduler", self.lr_scheduler)
-            scheduler.base_lrs = [config.learning_rate] * len(scheduler.base_lrs)
+            scheduler.base_lrs = [learning_rate] * len(scheduler.base_lrs)
             factors = [factor(scheduler.last_epoch) for factor in scheduler.lr_lambdas]
             for group, factor in zip(self.optimizer.param_groups, factors):
-                group["initial_lr"], group["lr"] = config.learning_rate, config.learning_rate * factor
-            logger.info("learning rate changed on resume: %s -> %s", recorded_lr, config.learning_rate)
+                group["initial_lr"], group["lr"] = learning_rate, learning_rate * factor
+            logger.info("learning rate changed on resume: %s -> %s", recorded_lr, learning_rate)
 
     # -- the loop -------------------------------------------------------------------------------------------
     def train(self) -> RunSummary:
@@ -426,7 +437,7 @@ class Trainer:
         losses_since_log: list[float] = []
         run_state = {
             "seed": self.seed,
-            "learning_rate": config.learning_rate,
+            "learning_rate": self.learning_rate,
             "settings": _resume_identity(config),
         }
         for epoch in range(first_epoch, num_epochs):

@@ -10,7 +10,8 @@ fine-tuning:
 * :meth:`TrainingTask.batch_inputs`: turn a data-loader batch into ``(clean sample, conditioning)``, the
   two things every objective takes (pixels and nothing; or VAE latents and text embeddings);
 * :meth:`TrainingTask.save_final` / :meth:`TrainingTask.sample_images`: the saved output and the sample
-  grids;
+  grids (or validation images; :attr:`TrainingTask.sample_tag` and :meth:`TrainingTask.sample_captions` say how
+  they are logged);
 * :meth:`TrainingTask.save_model` / :meth:`TrainingTask.load_model`: how the trained model is stored in
   a checkpoint (the default is diffusers' ``save_pretrained`` into ``unet/``).
 """
@@ -24,7 +25,20 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-__all__ = ["TaskSetup", "TrainingTask"]
+__all__ = ["TaskSetup", "TrainingTask", "check_denoiser_config"]
+
+
+def check_denoiser_config(config: Any, flag: str, purpose: str) -> None:
+    """Refuse, naming ``flag``, a UNet config no training task here supports: a learned-variance output
+    (out_channels != in_channels) or a class-conditional embedding. ``purpose`` says what the task trains."""
+    in_channels = config.get("in_channels")
+    if config.get("out_channels", in_channels) != in_channels:
+        raise ValueError(
+            f"{flag}: incompatible model: the UNet's out_channels {config.get('out_channels')} != in_channels "
+            f"{in_channels} (learned-variance outputs are not supported)"
+        )
+    if config.get("num_class_embeds") is not None or config.get("class_embed_type") is not None:
+        raise ValueError(f"{flag}: incompatible model: the UNet is class-conditional; {purpose}")
 
 
 @dataclass
@@ -41,6 +55,8 @@ class TaskSetup:
     num_channels: int | None = None
     #: The parameters the optimiser updates (default: all of ``model``'s); LoRA trains fewer.
     trainable_parameters: list[torch.nn.Parameter] | None = None
+    #: The optimiser's learning rate when the task scales it (``--scale_lr``); None: ``config.learning_rate``.
+    learning_rate: float | None = None
     extra_facts: dict[str, Any] = field(default_factory=dict)
 
     def parameters_to_train(self) -> list[torch.nn.Parameter]:
@@ -56,6 +72,8 @@ class TrainingTask:
     name: ClassVar[str] = "training"
     #: The configuration class whose flags this task's script takes.
     config_class: ClassVar[type]
+    #: The name sample images are logged under (TensorBoard image tag, wandb key).
+    sample_tag: ClassVar[str] = "samples"
 
     def __init__(self, config: Any):
         self.config = config
@@ -79,6 +97,10 @@ class TrainingTask:
         self, model: torch.nn.Module, noise_scheduler: Any, num_images: int, seed: int = 0
     ) -> np.ndarray | None:
         """uint8 NHWC sample images for the training grids, or None when the task has no images."""
+        return None
+
+    def sample_captions(self) -> list[str] | None:
+        """One caption per image of :meth:`sample_images` for the loggers that show captions (wandb), or None."""
         return None
 
     def save_model(self, model: torch.nn.Module, folder: str) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .config import UnconditionalTrainingConfig
-from .task import TaskSetup, TrainingTask
+from .task import TaskSetup, TrainingTask, check_denoiser_config
 
 __all__ = [
     "DEFAULT_RESOLUTION",
@@ -71,6 +71,13 @@ def build_noise_scheduler(config: UnconditionalTrainingConfig, base_config: dict
     return ETSDMDDPMScheduler.from_config(base_config, **settings.to_config())
 
 
+def _physical_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not available on this platform
+        return None
+
+
 def _sample_size(config) -> int | None:
     size = config.get("sample_size")
     if isinstance(size, (list, tuple)):
@@ -79,15 +86,7 @@ def _sample_size(config) -> int | None:
 
 
 def _check_unet_config(config, flag: str) -> None:
-    if config.get("out_channels", config["in_channels"]) != config["in_channels"]:
-        raise ValueError(
-            f"{flag}: incompatible model: out_channels {config['out_channels']} != in_channels "
-            f"{config['in_channels']} (learned-variance models are not supported)"
-        )
-    if config.get("num_class_embeds") is not None or config.get("class_embed_type") is not None:
-        raise ValueError(
-            f"{flag}: incompatible model: the UNet is class-conditional; this script trains unconditional models"
-        )
+    check_denoiser_config(config, flag, "this script trains unconditional models")
 
 
 class UnconditionalImageTask(TrainingTask):
@@ -251,6 +250,21 @@ class UnconditionalImageTask(TrainingTask):
         return model, noise_scheduler, facts
 
     # -- task interface ---------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Refuse a resolution whose images alone would not fit in this machine's memory (before any allocation)."""
+        config = self.config
+        if config.resolution is None:
+            return
+        channels = config.num_channels or 3
+        batch_bytes = config.train_batch_size * channels * config.resolution**2 * 4
+        total = _physical_memory_bytes()
+        if total is not None and batch_bytes > total:
+            raise ValueError(
+                f"--resolution {config.resolution}: one batch of {config.train_batch_size} images alone needs "
+                f"{batch_bytes / 2**30:.1f} GiB, more than this machine's {total / 2**30:.1f} GiB of memory "
+                "(before any network activation); use a smaller --resolution or --train_batch_size"
+            )
+
     def setup(self, accelerator) -> TaskSetup:
         from ..data import load_training_images
 
