@@ -8,7 +8,8 @@
 * eps_hat(x, t) is the noise prediction the samplers use: the network is queried at its time condition
   c(t) (E-TSDM's shared f(t) when the model's scheduler config records E-TSDM settings, else t), and an
   ``v_prediction`` or ``sample`` output is converted to epsilon with the real t's abar
-  (:func:`epsilon_from_prediction`). For an epsilon model that is exactly the paper's quantity.
+  (:func:`diffusers_smd.losses.gaussian_steps.noise_from_prediction`). For an epsilon model that is
+  exactly the paper's quantity.
 * An SMD model gets one fixed mixture noise eta per example, the same at every t, so K does not count
   the mixture's randomness.
 * The norm is the Euclidean norm over all coordinates of one example; E is the mean over examples.
@@ -29,10 +30,10 @@ from typing import Any
 
 import torch
 
+from .losses.gaussian_steps import PREDICTION_TYPES, noise_from_prediction
+
 __all__ = [
-    "PREDICTION_TYPES",
     "LipschitzResult",
-    "epsilon_from_prediction",
     "lipschitz_in_t",
     "load_clean_samples",
     "measure_lipschitz",
@@ -41,8 +42,6 @@ __all__ = [
     "plot_lipschitz",
 ]
 
-#: The scheduler ``prediction_type`` values whose outputs convert to a noise prediction.
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TENSOR_SUFFIXES = (".npy", ".safetensors")
 
 
@@ -52,24 +51,6 @@ def noisy_samples(
     """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, the DDPM forward process at integer timestep t."""
     alpha_bar = alphas_cumprod[t].to(clean.dtype)
     return alpha_bar.sqrt() * clean + (1.0 - alpha_bar).sqrt() * noise
-
-
-def epsilon_from_prediction(
-    output: torch.Tensor, sample: torch.Tensor, alpha_bar: torch.Tensor | float, prediction_type: str
-) -> torch.Tensor:
-    """The noise prediction implied by a model output at x_t = ``sample`` with abar_t = ``alpha_bar``.
-
-    epsilon: eps = output;  v_prediction: eps = sqrt(abar) v + sqrt(1 - abar) x_t  (Salimans & Ho 2022);
-    sample (x_0 prediction): eps = (x_t - sqrt(abar) x_0) / sqrt(1 - abar).
-    """
-    if prediction_type == "epsilon":
-        return output
-    alpha_bar = torch.as_tensor(alpha_bar, dtype=output.dtype, device=output.device)
-    if prediction_type == "v_prediction":
-        return alpha_bar.sqrt() * output + (1.0 - alpha_bar).sqrt() * sample
-    if prediction_type == "sample":
-        return (sample - alpha_bar.sqrt() * output) / (1.0 - alpha_bar).sqrt()
-    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
 
 
 @torch.no_grad()
@@ -109,8 +90,8 @@ def lipschitz_in_t(
         x_t = noisy_samples(clean, noise, alphas_cumprod, t)
         out_here = predict(x_t, c_here)
         out_next = out_here if c_next == c_here else predict(x_t, c_next)
-        eps_here = epsilon_from_prediction(out_here, x_t, alphas_cumprod[t], prediction_type)
-        eps_next = epsilon_from_prediction(out_next, x_t, alphas_cumprod[t + dt], prediction_type)
+        eps_here = noise_from_prediction(out_here, x_t, alphas_cumprod[t], prediction_type)
+        eps_next = noise_from_prediction(out_next, x_t, alphas_cumprod[t + dt], prediction_type)
         values.append((eps_here - eps_next).flatten(1).norm(dim=1).mean().item() / dt)
     return values
 

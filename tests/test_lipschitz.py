@@ -16,12 +16,12 @@ from pipeline_testing import mixture_unet, reference_rule, tiny_unet
 from diffusers_smd import SMDPipeline, SMDVectorModel, SMDVectorPipeline, cli
 from diffusers_smd.lipschitz import (
     LipschitzResult,
-    epsilon_from_prediction,
     lipschitz_in_t,
     load_clean_samples,
     measure_lipschitz,
     noisy_samples,
 )
+from diffusers_smd.losses.gaussian_steps import noise_from_prediction
 from diffusers_smd.schedulers import ETSDMDDPMScheduler
 
 T = 50
@@ -45,16 +45,16 @@ def test_epsilon_from_v_and_x0_predictions_recovers_the_noise(t):
     x_t = scheduler.add_noise(clean, noise, timesteps)
     alpha_bar = scheduler.alphas_cumprod[t]
     velocity = scheduler.get_velocity(clean, noise, timesteps)
-    torch.testing.assert_close(epsilon_from_prediction(velocity, x_t, alpha_bar, "v_prediction"), noise)
+    torch.testing.assert_close(noise_from_prediction(velocity, x_t, alpha_bar, "v_prediction"), noise)
     torch.testing.assert_close(
-        epsilon_from_prediction(clean, x_t, alpha_bar, "sample"),
+        noise_from_prediction(clean, x_t, alpha_bar, "sample"),
         noise,
         atol=2e-3 if t == 0 else 1e-5,
         rtol=1e-4,
     )
-    assert epsilon_from_prediction(noise, x_t, alpha_bar, "epsilon") is noise
+    assert noise_from_prediction(noise, x_t, alpha_bar, "epsilon") is noise
     with pytest.raises(ValueError, match="prediction_type"):
-        epsilon_from_prediction(noise, x_t, alpha_bar, "flow")
+        noise_from_prediction(noise, x_t, alpha_bar, "flow")
 
 
 def test_lipschitz_of_a_model_with_known_t_derivative():
