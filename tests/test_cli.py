@@ -374,6 +374,15 @@ def test_eval_fid_without_inception_weights_says_where_to_get_them_before_any_wo
     assert loaded == [] and not results.exists()
 
 
+def test_eval_of_one_image_is_refused_naming_the_flag_before_loading(trained_pipeline, monkeypatch, capsys):
+    loaded = []
+    monkeypatch.setattr("diffusers_smd.cli.evaluate.load_pipeline", lambda *args: loaded.append(args))
+    assert cli.main(["eval", str(trained_pipeline), "--num_images", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "--num_images must be at least 2" in error and "got 1" in error and "generated" not in error
+    assert loaded == []  # refused before the pipeline is even loaded
+
+
 def test_quickstart_picks_a_fresh_folder_and_refuses_a_non_empty_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert pick_output_dir(None) == "smd-quickstart"

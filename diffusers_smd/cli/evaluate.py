@@ -254,6 +254,10 @@ def _describe(entry: dict) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from .. import metrics as image_metrics
 
+    if args.num_images < 2:
+        raise CLIError(
+            f"--num_images must be at least 2 for eval (a covariance needs two images), got {args.num_images}"
+        )
     results_file = args.results_file
     if results_file is None:
         if not os.path.isdir(os.path.expanduser(args.pipeline)):
