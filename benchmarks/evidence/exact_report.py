@@ -240,6 +240,7 @@ def plot_quality(results: dict, path: Path, metric: str = "sw2") -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     from .stats import student_t_975
 
@@ -266,6 +267,7 @@ def plot_quality(results: dict, path: Path, metric: str = "sw2") -> None:
             axis.set_yscale("log")
             axis.set_xticks(steps)
             axis.set_xticklabels([str(s) for s in steps], fontsize=7)
+            axis.xaxis.set_minor_formatter(NullFormatter())  # only the step counts are labelled
             axis.tick_params(labelsize=7)
             axis.set_title(f"{group}, {SAMPLER_LABELS[sampler]}", fontsize=8)
             if i == 0 and j == 0:
