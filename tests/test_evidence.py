@@ -496,6 +496,19 @@ def test_documents_blocks_match_the_committed_results():
         assert results["wall_clock_seconds"] > 0, name
 
 
+def test_documents_check_flags_a_stale_copy_and_the_write_mends_it(tmp_path, monkeypatch, capsys):
+    readme, docs = tmp_path / "README.md", tmp_path / "evidence.md"
+    committed = documents.DOCS.read_text()
+    readme.write_text(documents.README.read_text())
+    docs.write_text(committed.replace("| **reproduced** |", "| undecided |", 1))  # a hand edit of a verdict
+    monkeypatch.setattr(documents, "README", readme)
+    monkeypatch.setattr(documents, "DOCS", docs)
+    assert documents.main(["--check"]) == 1
+    assert f"{docs} is not what the results JSON gives" in capsys.readouterr().out
+    assert documents.main([]) == 0 and documents.main(["--check"]) == 0
+    assert docs.read_text() == committed  # the generated block is back to what the JSON gives
+
+
 def test_replace_block_names_a_missing_block():
     begin, end = documents.block_markers("x")
     assert documents.replace_block(f"a\n{begin}\nold\n{end}\nb", "x", "new") == f"a\n{begin}\nnew\n{end}\nb"

@@ -8,6 +8,7 @@ regenerates the blocks and compares. ``python benchmarks/evidence/documents.py``
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Callable
@@ -257,6 +258,29 @@ def update_documents(readme: Path = README, docs: Path = DOCS) -> list[Path]:
     return written
 
 
-if __name__ == "__main__":
-    for written_path in update_documents():
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Regenerate the README verdict table and the tables of docs/evidence.md from every "
+        "study's results JSON."
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a document is not what the JSON gives"
+    )
+    args = parser.parse_args(argv)
+    if args.check:
+        all_results = load_all_results()
+        stale = [
+            str(path)
+            for path, blocks in ((README, readme_blocks(all_results)), (DOCS, docs_blocks(all_results)))
+            if rendered(path, blocks) != path.read_text()
+        ]
+        for path in stale:
+            print(f"{path} is not what the results JSON gives; run benchmarks/evidence/documents.py")
+        return 1 if stale else 0
+    for written_path in update_documents(README, DOCS):
         print(f"updated {written_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
