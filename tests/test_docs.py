@@ -515,7 +515,9 @@ def test_docs_build_with_mkdocs_strict(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "site" / "index.html").is_file()
-    assert (tmp_path / "site" / "results" / "evidence_exact" / "exact_lipschitz.png").is_file()  # the results symlink
+    assert (
+        tmp_path / "site" / "results" / "evidence_exact" / "exact_lipschitz.png"
+    ).is_file()  # the results symlink
 
 
 def test_every_page_is_in_the_nav():
