@@ -285,8 +285,9 @@ def benchmarks_summary() -> str:
         "annealed Langevin, SMC, AIS and parallel tempering at an equal budget of target evaluations, 5 seeds | "
         "entropic W2, MMD, mode-weight TV, modes found, sliced KS, log Z error and ESS per target "
         "(`dilation_benchmark.json`, scatter plots, `dilation_budget_curve.png`) | the dilation-path page |",
-        "| `evidence/run.py` | vanilla, E-TSDM, SMD and SMD + E-TSDM on digits, every solver, 3 seeds | FDD and K(t) "
-        'tables | the evidence page (the README\'s "Does it work?") |',
+        "| `evidence/run.py --config evidence/studies/*.yaml` | three studies: E-TSDM on exact-score mixtures, "
+        "E-TSDM on digits, SMD with few backward steps; 5 paired seeds per cell | a verdict per claim with its 95 % "
+        "interval | [the evidence page](evidence.md) |",
         f"| `diffusers-smd quickstart` | the main job, end to end | {timing['total_seconds']:.0f} s in all | "
         "[Quickstart](quickstart.md#measured) |",
     ]

@@ -18,7 +18,7 @@ from diffusers_smd.cli.quickstart import pick_output_dir
 from diffusers_smd.cli.train import launch_command
 from diffusers_smd.sampling import make_scheduler
 
-SUBCOMMANDS = ["train", "train-text-to-image", "sample", "eval", "publish", "quickstart"]
+SUBCOMMANDS = ["train", "train-text-to-image", "sample", "eval", "lipschitz", "publish", "quickstart"]
 
 
 def subparsers():
@@ -56,6 +56,7 @@ def test_help_of_each_subcommand(command, capsys):
         ],
         "sample": ["--scheduler", "--num_inference_steps", "--output"],
         "eval": ["--num_images", "--results_file"],
+        "lipschitz": ["--data", "--t_max", "--dt", "--output", "--plot"],
         "publish": ["repo"],
         "quickstart": ["--output_dir", "--max_train_steps"],
     }[command]

@@ -69,6 +69,10 @@ RUN_END_TO_END = {
         "tests/test_hub_publish.py::test_cli_old_and_new_flag_spellings_do_the_same",
     ),
     "quickstart": ("tests/test_cli.py::test_quickstart_end_to_end_with_few_steps",),
+    "lipschitz": (
+        "tests/test_lipschitz.py::test_cli_writes_json_and_png_with_the_values_of_the_definition",
+        "tests/test_lipschitz.py::test_cli_measures_a_vector_model_and_the_builtin_digits",
+    ),
 }
 
 #: (page, a text that occurs in exactly one python block of it) -> tests that exercise what the block shows.
@@ -95,6 +99,12 @@ COVERED_ELSEWHERE = {
     # declaring a variant registers it as THE variant of its parent: the block shows the package's own declaration
     ("docs/etsdm.md", "class ETSDMEulerDiscreteScheduler(ETSDMSchedulerMixin, EulerDiscreteScheduler):"): (
         "tests/test_etsdm_api.py::test_the_14_variants_are_importable_from_the_package_and_mapped_from_their_parents",
+    ),
+    # a trained pipeline folder: the same calls run on a saved tiny pipeline
+    ("docs/evidence.md", 'pipeline = SMDPipeline.from_pretrained("path/to/pipeline")'): (
+        "tests/test_lipschitz.py::test_measure_lipschitz_equals_the_definition_written_by_hand",
+        "tests/test_lipschitz.py::test_result_round_trips_through_json_and_summarises",
+        "tests/test_lipschitz.py::test_load_clean_samples_from_tensor_files_digits_and_an_image_folder",
     ),
     (
         "docs/publishing.md",
@@ -505,7 +515,9 @@ def test_docs_build_with_mkdocs_strict(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (tmp_path / "site" / "index.html").is_file()
-    assert (tmp_path / "site" / "results" / "evidence" / "lipschitz.png").is_file()  # the results symlink
+    assert (
+        tmp_path / "site" / "results" / "evidence_exact" / "exact_lipschitz.png"
+    ).is_file()  # the results symlink
 
 
 def test_every_page_is_in_the_nav():

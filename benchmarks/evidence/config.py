@@ -1,8 +1,9 @@
-"""The benchmark's one settings file (YAML or JSON): loading, the ``quick`` overlay, validation.
+"""A study's one settings file (YAML or JSON): loading, the ``quick`` overlay, validation.
 
-Every setting of a run lives in one file (``digits_cpu.yaml``, ``cifar10_gpu.yaml``); the driver has no
-other knobs. A top-level ``quick`` mapping is deep-merged over the file by ``--quick`` (a seconds-long
-smoke run that writes elsewhere). Validation happens before any work and names the offending key.
+Every setting of a study lives in one file under ``benchmarks/evidence/studies/``; the driver has no other
+knobs. ``study:`` names the kind (``images``: image models trained on a data set; ``etsdm_exact``: the
+exact-score mixtures). A top-level ``quick`` mapping is deep-merged over the file by ``--quick`` (a
+seconds-long smoke run that writes elsewhere). Validation happens before any work and names the key.
 """
 
 from __future__ import annotations
@@ -15,40 +16,49 @@ from typing import Any
 __all__ = [
     "SAMPLER_NAMES",
     "METRICS",
-    "load_config",
-    "validate_config",
+    "OBJECTIVES",
+    "comparison_pairs",
     "deep_merge",
+    "load_config",
+    "model_timesteps",
     "sampler_cells",
+    "validate_config",
 ]
 
-#: Samplers of the benchmark: DDIM (eta 0), DPM-Solver++ (2nd order, multistep), DDPM ancestral.
-SAMPLER_NAMES = ("ddim", "dpmsolver++", "ddpm")
+#: Samplers of the image studies (names of diffusers_smd.sampling.SCHEDULERS).
+SAMPLER_NAMES = ("ddim", "dpmsolver++", "ddpm", "euler", "unipc")
 #: "digits": Frechet digits distance + class histogram (built-in digits); "fid": Inception FID.
 METRICS = ("digits", "fid")
+OBJECTIVES = ("vanilla", "smd", "smd-mixture")
 
 _TOP_KEYS = {
-    "data", "metric", "device", "threads_per_worker", "workers", "seeds", "models", "smd_objective",
-    "unet", "smd", "noise_schedule", "etsdm", "training", "sampling", "lipschitz", "grids",
+    "study", "title", "data", "metric", "device", "threads_per_worker", "workers", "seeds", "models", "unet",
+    "smd", "noise_schedule", "etsdm", "training", "sampling", "lipschitz", "mixture", "comparisons", "grids",
     "output_dir", "work_dir", "quick", "launcher",
 }  # fmt: skip
+_OPTIONAL = {"quick", "grids", "lipschitz", "mixture", "smd", "launcher", "title", "study"}
 _SECTION_KEYS = {
     "data": {"dataset", "resolution", "channels", "train_split", "heldout_split", "image_column", "data_dir",
              "max_train_images"},
     "noise_schedule": {"num_train_timesteps", "beta_schedule", "prediction_type"},
     "etsdm": {"threshold", "intervals"},
     "sampling": {"num_samples", "batch_size", "samplers"},
-    "lipschitz": {"models", "seeds", "t_max", "dt", "num_samples"},
+    "lipschitz": {"models", "seeds", "t_max", "dt", "num_samples", "checkpoints"},
+    "mixture": {"models", "seeds", "num_samples", "num_draws"},
     "grids": {"cells", "seed", "count"},
     "smd": {"latent_dim", "num_hypernet_layers", "identifier_block_out_channels"},
 }  # fmt: skip
-_MODEL_KEYS = {"smd", "etsdm"}
+_MODEL_KEYS = {"objective", "etsdm", "num_train_timesteps", "unet"}
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:
-    """A copy of ``base`` with ``overlay`` merged in: mappings recursively, anything else replaced."""
+    """A copy of ``base`` with ``overlay`` merged in: mappings recursively, anything else replaced; a ``null``
+    (None) in ``overlay`` removes the key."""
     merged = copy.deepcopy(base)
     for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
@@ -71,7 +81,9 @@ def _read(path: Path) -> dict:
 
 
 def load_config(path: str | Path, quick: bool = False) -> dict:
-    """Read, overlay ``quick`` (when asked) and validate a benchmark config; returns a plain dict."""
+    """Read, overlay ``quick`` (when asked) and validate a study config; returns a plain dict."""
+    from .studies import study_of
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--config {path} does not exist")
@@ -81,7 +93,8 @@ def load_config(path: str | Path, quick: bool = False) -> dict:
         raise ValueError(f"--quick needs a `quick:` section in {path}")
     config = deep_merge(raw, overlay) if quick else raw
     config.pop("quick", None)
-    validate_config(config)
+    config.setdefault("study", "images")
+    study_of(config).validate(config)
     config["profile"] = "quick" if quick else "full"
     config["config_file"] = str(path)
     return config
@@ -104,13 +117,23 @@ def _int_list(value: Any, name: str) -> list[int]:
     return value
 
 
+def _model_list(value: Any, models: dict, name: str) -> list[str]:
+    if not isinstance(value, list) or not value or not set(value) <= set(models):
+        raise ValueError(f"{name} must list models of `models` {sorted(models)}, got {value!r}")
+    return value
+
+
+def model_timesteps(config: dict, model: str) -> int:
+    """The number of training diffusion steps T of ``model`` (its own, else the noise schedule's)."""
+    return config["models"][model].get("num_train_timesteps", config["noise_schedule"]["num_train_timesteps"])
+
+
 def validate_config(config: dict) -> None:
-    """Raise ValueError naming the key for anything missing, unknown or out of range."""
+    """Raise ValueError naming the key for anything missing, unknown or out of range (image studies)."""
     unknown = sorted(set(config) - _TOP_KEYS - {"profile", "config_file"})
     if unknown:
         raise ValueError(f"unknown config keys {unknown}; allowed: {sorted(_TOP_KEYS)}")
-    required = _TOP_KEYS - {"quick", "grids", "lipschitz", "smd", "launcher"}
-    missing = sorted(k for k in required if k not in config)
+    missing = sorted(k for k in _TOP_KEYS - _OPTIONAL if k not in config)
     if missing:
         raise ValueError(f"config is missing keys {missing}")
     for section, allowed in _SECTION_KEYS.items():
@@ -140,26 +163,6 @@ def validate_config(config: dict) -> None:
     for key in ("resolution", "channels"):
         _positive_int(config["data"].get(key), f"data.{key}")
 
-    models = config["models"]
-    if not isinstance(models, dict) or not models:
-        raise ValueError("models must be a non-empty mapping name -> {smd: bool, etsdm: bool}")
-    for name, spec in models.items():
-        if (
-            not isinstance(spec, dict)
-            or set(spec) != _MODEL_KEYS
-            or not all(isinstance(v, bool) for v in spec.values())
-        ):
-            raise ValueError(f"models.{name} must be {{smd: true|false, etsdm: true|false}}, got {spec!r}")
-    if "vanilla" not in models or models["vanilla"] != {"smd": False, "etsdm": False}:
-        raise ValueError(
-            "models must include `vanilla: {smd: false, etsdm: false}` (the baseline of every ratio)"
-        )
-    if any(spec["smd"] for spec in models.values()):
-        if config["smd_objective"] not in ("smd", "smd-mixture"):
-            raise ValueError(f"smd_objective must be 'smd' or 'smd-mixture', got {config['smd_objective']!r}")
-        if not isinstance(config.get("smd"), dict):
-            raise ValueError("models with smd: true need an `smd` section (latent_dim, num_hypernet_layers)")
-
     schedule = config["noise_schedule"]
     _positive_int(schedule.get("num_train_timesteps"), "noise_schedule.num_train_timesteps")
     if schedule.get("prediction_type") not in ("epsilon", "v_prediction", "sample"):
@@ -167,6 +170,31 @@ def validate_config(config: dict) -> None:
             "noise_schedule.prediction_type must be 'epsilon', 'v_prediction' or 'sample', "
             f"got {schedule.get('prediction_type')!r}"
         )
+    models = config["models"]
+    if not isinstance(models, dict) or not models:
+        raise ValueError(
+            "models must be a non-empty mapping name -> {objective, etsdm[, num_train_timesteps][, unet]}"
+        )
+    for name, spec in models.items():
+        if not isinstance(spec, dict) or not {"objective", "etsdm"} <= set(spec) <= _MODEL_KEYS:
+            raise ValueError(
+                f"models.{name} must be {{objective, etsdm[, num_train_timesteps][, unet]}}, got {spec!r}"
+            )
+        if spec["objective"] not in OBJECTIVES:
+            raise ValueError(
+                f"models.{name}.objective must be one of {OBJECTIVES}, got {spec['objective']!r}"
+            )
+        if not isinstance(spec["etsdm"], bool):
+            raise ValueError(f"models.{name}.etsdm must be true or false, got {spec['etsdm']!r}")
+        if "num_train_timesteps" in spec:
+            _positive_int(spec["num_train_timesteps"], f"models.{name}.num_train_timesteps")
+        if "unet" in spec and not isinstance(spec["unet"], dict):
+            raise ValueError(f"models.{name}.unet must be a mapping of UNet2DModel arguments")
+        if spec["objective"] != "vanilla" and not isinstance(config.get("smd"), dict):
+            raise ValueError(
+                f"models.{name} uses an SMD objective: the config needs an `smd` section (latent_dim)"
+            )
+
     training = config["training"]
     if not isinstance(training, dict):
         raise ValueError(
@@ -188,7 +216,7 @@ def validate_config(config: dict) -> None:
     _positive_int(sampling.get("batch_size"), "sampling.batch_size")
     samplers = sampling.get("samplers")
     if not isinstance(samplers, list) or not samplers:
-        raise ValueError("sampling.samplers must be a non-empty list of {name, steps[, seeds]}")
+        raise ValueError("sampling.samplers must be a non-empty list of {name, steps[, seeds][, models]}")
     for i, sampler in enumerate(samplers):
         if not isinstance(sampler, dict) or not {"name", "steps"} <= set(sampler) <= {
             "name",
@@ -200,11 +228,7 @@ def validate_config(config: dict) -> None:
                 f"sampling.samplers[{i}] must be {{name, steps[, seeds][, models]}}, got {sampler!r}"
             )
         if "models" in sampler:
-            chosen = sampler["models"]
-            if not isinstance(chosen, list) or "vanilla" not in chosen or not set(chosen) <= set(models):
-                raise ValueError(
-                    f"sampling.samplers[{i}].models must list models of `models`, vanilla included, got {chosen!r}"
-                )
+            _model_list(sampler["models"], models, f"sampling.samplers[{i}].models")
         if sampler["name"] not in SAMPLER_NAMES:
             raise ValueError(
                 f"sampling.samplers[{i}].name must be one of {SAMPLER_NAMES}, got {sampler['name']!r}"
@@ -214,28 +238,60 @@ def validate_config(config: dict) -> None:
             _int_list(sampler["seeds"], f"sampling.samplers[{i}].seeds")
         ) <= set(config["seeds"]):
             raise ValueError(f"sampling.samplers[{i}].seeds must be a subset of seeds {config['seeds']}")
-        too_many = [s for s in sampler["steps"] if s > schedule["num_train_timesteps"] or s < 1]
-        if too_many:
-            raise ValueError(
-                f"sampling.samplers[{i}].steps {too_many} must lie in 1..noise_schedule.num_train_timesteps"
-            )
+        for model in sampler.get("models", models):
+            too_many = [s for s in sampler["steps"] if not 1 <= s <= model_timesteps(config, model)]
+            if too_many:
+                raise ValueError(
+                    f"sampling.samplers[{i}].steps {too_many} must lie in 1..{model_timesteps(config, model)} "
+                    f"(the training steps of {model})"
+                )
+
+    comparisons = config["comparisons"]
+    if not isinstance(comparisons, list) or not comparisons:
+        raise ValueError("comparisons must be a non-empty list of {models: [...], baseline: name}")
+    for i, item in enumerate(comparisons):
+        if (
+            not isinstance(item, dict)
+            or set(item) != {"models", "baseline"}
+            or item["baseline"] not in models
+        ):
+            raise ValueError(f"comparisons[{i}] must be {{models: [...], baseline: a model}}, got {item!r}")
+        _model_list(item["models"], models, f"comparisons[{i}].models")
 
     lipschitz = config.get("lipschitz")
     if lipschitz:
-        bad = [m for m in lipschitz.get("models", []) if m not in models]
-        if bad or not lipschitz.get("models"):
-            raise ValueError(
-                f"lipschitz.models must name models of `models`, got {lipschitz.get('models')!r}"
-            )
+        _model_list(lipschitz.get("models"), models, "lipschitz.models")
         if not set(_int_list(lipschitz.get("seeds"), "lipschitz.seeds")) <= set(config["seeds"]):
             raise ValueError(f"lipschitz.seeds must be a subset of seeds {config['seeds']}")
         dt, t_max = _positive_int(lipschitz.get("dt"), "lipschitz.dt"), lipschitz.get("t_max")
         _positive_int(t_max, "lipschitz.t_max")
-        if t_max + dt > schedule["num_train_timesteps"] or t_max < dt:
-            raise ValueError(
-                "lipschitz needs dt <= t_max and t_max + dt <= noise_schedule.num_train_timesteps"
-            )
+        for model in lipschitz["models"]:
+            if t_max + dt > model_timesteps(config, model) - 1:
+                raise ValueError(f"lipschitz needs t_max + dt < the training steps of {model}")
         _positive_int(lipschitz.get("num_samples"), "lipschitz.num_samples")
+        checkpoints = lipschitz.get("checkpoints")
+        if checkpoints is not None:
+            every = training.get("checkpointing_steps")
+            bad = [s for s in _int_list(checkpoints, "lipschitz.checkpoints")
+                   if not every or s % every or s >= training["max_train_steps"]]  # fmt: skip
+            if bad:
+                raise ValueError(
+                    f"lipschitz.checkpoints {bad} must be multiples of training.checkpointing_steps below "
+                    "training.max_train_steps"
+                )
+
+    mixture = config.get("mixture")
+    if mixture:
+        chosen = _model_list(mixture.get("models"), models, "mixture.models")
+        vanilla = [m for m in chosen if models[m]["objective"] == "vanilla"]
+        if vanilla:
+            raise ValueError(f"mixture.models must be SMD models, got vanilla ones {vanilla}")
+        if not set(_int_list(mixture.get("seeds"), "mixture.seeds")) <= set(config["seeds"]):
+            raise ValueError(f"mixture.seeds must be a subset of seeds {config['seeds']}")
+        _positive_int(mixture.get("num_samples"), "mixture.num_samples")
+        _positive_int(mixture.get("num_draws"), "mixture.num_draws")
+        if mixture["num_draws"] < 2:
+            raise ValueError("mixture.num_draws must be at least 2 (a spread needs two draws)")
 
     grids = config.get("grids")
     if grids:
@@ -264,3 +320,8 @@ def sampler_cells(config: dict) -> list[tuple[str, int, list[int], list[str]]]:
         for sampler in config["sampling"]["samplers"]
         for steps in sampler["steps"]
     ]
+
+
+def comparison_pairs(config: dict) -> list[tuple[str, str]]:
+    """(model, baseline) pairs of ``comparisons``, in config order."""
+    return [(model, item["baseline"]) for item in config["comparisons"] for model in item["models"]]

@@ -1,17 +1,19 @@
-"""Evidence benchmark driver: do E-TSDM and SMD deliver what their papers claim? One command, resumable.
+"""Evidence driver: run one study of the E-TSDM / SMD claims from its config file. One command, resumable.
 
-    python benchmarks/evidence/run.py --config benchmarks/evidence/digits_cpu.yaml
-    python benchmarks/evidence/run.py --config benchmarks/evidence/digits_cpu.yaml --quick   # smoke run
-    python benchmarks/evidence/run.py --config benchmarks/evidence/digits_cpu.yaml --report \\
-        --readme README.md                                                                 # tables only
+    python benchmarks/evidence/run.py --config benchmarks/evidence/studies/etsdm_exact.yaml
+    python benchmarks/evidence/run.py --config benchmarks/evidence/studies/etsdm_digits.yaml
+    python benchmarks/evidence/run.py --config benchmarks/evidence/studies/smd_fewstep.yaml
+    python benchmarks/evidence/run.py --config ... --quick          # seconds-long smoke run, written elsewhere
+    python benchmarks/evidence/run.py --config ... --report         # tables and figures from the results JSON
+    python benchmarks/evidence/run.py --config ... --update-docs    # also refresh README.md and docs/evidence.md
 
-Trains every model of the config (vanilla, E-TSDM, SMD, SMD + E-TSDM) for every seed, samples each with
-every configured solver, scores the samples against the held-out images, estimates the Lipschitz
-constant in t, and writes ``evidence_results.json``, ``evidence_tables.md``, ``lipschitz.png`` and
-``sample_grids.png`` to the config's ``output_dir``. Work is split into units whose results are written
-atomically under ``work_dir``; a rerun skips finished units, so an interrupted run resumes where it
-stopped. ``workers`` processes claim units in parallel, each with ``threads_per_worker`` threads.
-``--report`` rebuilds the tables (and the Lipschitz plot) from the results JSON alone.
+A study is split into units (one training, one sampling cell, one K(t) curve, ...) whose results are
+written atomically under the config's ``work_dir``; a rerun skips finished units, so an interrupted run
+resumes where it stopped and a changed config redoes only what it changes (a run with other
+result-defining settings in the same work folder is refused). ``workers`` processes claim units in
+parallel, each with ``threads_per_worker`` threads. The study's ``results.json``, ``tables.md`` and
+figures go to the config's ``output_dir``; ``--update-docs`` regenerates the README verdict table and the
+tables of docs/evidence.md from every study's committed JSON (benchmarks/evidence/documents.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -29,37 +32,29 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     __package__ = "benchmarks.evidence"
 
 from benchmarks.evidence.config import load_config  # noqa: E402
-from benchmarks.evidence.report import (  # noqa: E402
-    aggregate,
-    markdown_tables,
-    plot_lipschitz,
-    plot_sample_grids,
-    replace_marked_block,
-)
-from benchmarks.evidence.store import (  # noqa: E402
-    check_work_dir_settings,
-    clear_claims,
-    plan_units,
-    unit_done,
-)
+from benchmarks.evidence.store import check_work_dir_settings, clear_claims, unit_done  # noqa: E402
+from benchmarks.evidence.studies import study_of  # noqa: E402
 from diffusers_smd.atomic import write_json  # noqa: E402
 
-RESULTS_NAME = "evidence_results.json"
+RESULTS_NAME = "results.json"
+TABLES_NAME = "tables.md"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--config", required=True, help="the benchmark's settings file (.yaml or .json)")
+    parser.add_argument("--config", required=True, help="the study's settings file (.yaml or .json)")
     parser.add_argument(
         "--quick", action="store_true", help="apply the config's `quick:` overlay (smoke run)"
     )
     parser.add_argument(
-        "--report", action="store_true", help="only rebuild tables and plot from the results JSON"
+        "--report", action="store_true", help="only rebuild tables and figures from the results JSON"
     )
     parser.add_argument(
-        "--readme", help="markdown file whose generated-tables block is replaced by the tables"
+        "--update-docs",
+        action="store_true",
+        help="regenerate the README verdict table and docs/evidence.md tables",
     )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -74,6 +69,8 @@ def _spawn_workers(args: argparse.Namespace, config: dict) -> None:
     if args.quick:
         command.append("--quick")
     env = dict(os.environ, OMP_NUM_THREADS=str(config["threads_per_worker"]))
+    # a SIGTERM to the driver stops its workers too (the finally below runs)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     processes = [subprocess.Popen(command, env=env) for _ in range(config["workers"])]
     try:
         while any(p.poll() is None for p in processes):
@@ -91,7 +88,7 @@ def _spawn_workers(args: argparse.Namespace, config: dict) -> None:
         raise SystemExit(f"a worker failed (exit codes {failed}); rerun the same command to resume")
 
 
-def _record_invocation(work_dir: Path, seconds: float, units_run: int) -> float:
+def record_invocation(work_dir: Path, seconds: float, units_run: int) -> float:
     """Append this invocation to work_dir/invocations.json; returns the total seconds of working invocations."""
     path = work_dir / "invocations.json"
     history = json.loads(path.read_text()) if path.is_file() else []
@@ -101,19 +98,18 @@ def _record_invocation(work_dir: Path, seconds: float, units_run: int) -> float:
     return sum(item["seconds"] for item in history)
 
 
-def _write_tables(results: dict, output_dir: Path, readme: str | None) -> None:
-    tables = markdown_tables(results)
-    (output_dir / "evidence_tables.md").write_text(tables)
-    if readme:
-        path = Path(readme)
-        path.write_text(replace_marked_block(path.read_text(), tables))
-        _log(f"updated the tables in {path}")
-    print(tables)
+def write_report(config: dict, results: dict, output_dir: Path, work_dir: Path) -> str:
+    """Figures and ``tables.md`` of one study from its results; returns the tables."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tables = study_of(config).write_outputs(results, output_dir, work_dir)
+    (output_dir / TABLES_NAME).write_text(tables)
+    return tables
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     config = load_config(args.config, quick=args.quick)
+    study = study_of(config)
     output_dir, work_dir = Path(config["output_dir"]), Path(config["work_dir"])
 
     if args.worker:
@@ -125,40 +121,33 @@ def main(argv=None) -> None:
     if args.report:
         results_path = output_dir / RESULTS_NAME
         if not results_path.is_file():
-            raise SystemExit(f"--report needs {results_path}; run the benchmark first")
+            raise SystemExit(f"--report needs {results_path}; run the study first")
         results = json.loads(results_path.read_text())
-        if results.get("config", {}).get("lipschitz"):
-            plot_lipschitz(results, output_dir / "lipschitz.png")
-        _write_tables(results, output_dir, args.readme)
-        return
+    else:
+        check_work_dir_settings(config, work_dir)
+        units = study.plan_units(config)
+        pending = [u for u in units if not unit_done(u, work_dir)]
+        _log(f"{len(units)} units, {len(units) - len(pending)} already finished, {len(pending)} to run")
+        started = time.perf_counter()
+        if pending:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            clear_claims(work_dir)
+            if config["workers"] == 1:
+                from benchmarks.evidence.worker import worker_loop
 
-    check_work_dir_settings(config, work_dir)
-    units = plan_units(config)
-    pending = [u for u in units if not unit_done(u, work_dir)]
-    _log(f"{len(units)} units, {len(units) - len(pending)} already finished, {len(pending)} to run")
-    started = time.perf_counter()
-    if pending:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        clear_claims(work_dir)
-        if config["workers"] == 1:
-            from benchmarks.evidence.worker import worker_loop
+                worker_loop(config, work_dir, log=_log)
+            else:
+                _spawn_workers(args, config)
+        wall_clock = record_invocation(work_dir, time.perf_counter() - started, len(pending))
+        results = study.aggregate(config, work_dir, wall_clock_seconds=wall_clock or None)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(output_dir / RESULTS_NAME, results, indent=1, sort_keys=False)
+    print(write_report(config, results, output_dir, work_dir))
+    if args.update_docs:
+        from benchmarks.evidence.documents import update_documents
 
-            worker_loop(config, work_dir, log=_log)
-        else:
-            _spawn_workers(args, config)
-    wall_clock = _record_invocation(work_dir, time.perf_counter() - started, len(pending))
-
-    results = aggregate(config, work_dir, wall_clock_seconds=wall_clock or None)
-    from benchmarks.evidence.worker import real_data_floor
-
-    results["real_data_floor"] = real_data_floor(config)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_json(output_dir / RESULTS_NAME, results, indent=1, sort_keys=False)
-    if config.get("lipschitz"):
-        plot_lipschitz(results, output_dir / "lipschitz.png")
-    if config.get("grids"):
-        plot_sample_grids(config, work_dir, output_dir / "sample_grids.png")
-    _write_tables(results, output_dir, args.readme)
+        for path in update_documents():
+            _log(f"updated {path}")
     _log(f"results in {output_dir}")
 
 

@@ -33,7 +33,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Unit:
-    """One piece of resumable work: "train", "lipschitz" or "sample" for one (model, seed)."""
+    """One piece of resumable work of a study, e.g. "train", "sample" or "lipschitz" for one (model, seed).
+
+    ``group`` names the data / task variant a unit belongs to when a study has several (a mixture and
+    spread of the exact-score study); it prefixes the model in names and paths.
+    """
 
     kind: str
     model: str
@@ -41,28 +45,36 @@ class Unit:
     sampler: str | None = None
     steps: int | None = None
     needs: tuple[str, ...] = field(default=(), compare=False)
+    group: str | None = None
+
+    @property
+    def model_key(self) -> str:
+        """``<group>-<model>-seed<seed>``: the trained model's folder name."""
+        return f"{self.group + '-' if self.group else ''}{self.model}-seed{self.seed}"
 
     @property
     def name(self) -> str:
-        base = f"{self.kind}-{self.model}-seed{self.seed}"
-        return base if self.sampler is None else f"{base}-{self.sampler}-{self.steps}"
+        parts = [self.kind, self.model_key, self.sampler, None if self.steps is None else str(self.steps)]
+        return "-".join(part for part in parts if part is not None)
 
     def result_path(self, work_dir: Path) -> Path:
         """The file whose existence means the unit is finished."""
         if self.kind == "train":
-            return work_dir / "models" / f"{self.model}-seed{self.seed}" / "run_summary.json"
+            return work_dir / "models" / self.model_key / "run_summary.json"
         return work_dir / self.kind / f"{self.name}.json"
 
 
 def plan_units(config: dict) -> list[Unit]:
-    """All units of a config, in the order workers should take them.
+    """All units of an image study, in the order workers should take them.
 
     Trainings first (seed-major, so every model's first seed is trained early), then per (model, seed)
-    the evaluation cells, the most expensive (most steps) first, and the Lipschitz estimates.
+    the evaluation cells (most steps first), K(t) of the final model and of its training checkpoints,
+    and the mixture spread of SMD models.
     """
     units = [Unit("train", m, s) for s in config["seeds"] for m in config["models"]]
     cells = sorted(sampler_cells(config), key=lambda cell: -cell[1])
     lipschitz = config.get("lipschitz") or {}
+    mixture = config.get("mixture") or {}
     for seed in config["seeds"]:
         for model in config["models"]:
             needs = (Unit("train", model, seed).name,)
@@ -73,6 +85,12 @@ def plan_units(config: dict) -> list[Unit]:
             ]
             if model in lipschitz.get("models", []) and seed in lipschitz.get("seeds", []):
                 units.append(Unit("lipschitz", model, seed, needs=needs))
+                units += [
+                    Unit("lipschitz-checkpoint", model, seed, steps=step, needs=needs)
+                    for step in lipschitz.get("checkpoints") or []
+                ]
+            if model in mixture.get("models", []) and seed in mixture.get("seeds", []):
+                units.append(Unit("mixture", model, seed, needs=needs))
     return units
 
 
@@ -131,14 +149,19 @@ def next_unit(units: list[Unit], work_dir: Path) -> tuple[Unit | None, bool]:
 
 
 def results_defining_settings(config: dict) -> dict:
-    """The settings a unit's result depends on (not: workers, threads, seeds/samplers lists, output paths)."""
-    lipschitz = config.get("lipschitz") or {}
+    """The settings a unit's result depends on (not: workers, threads, lists of seeds / samplers / models /
+    comparisons, output paths). A model's own settings are compared per model, so adding a model is fine."""
+    if config.get("study") == "etsdm_exact":
+        excluded = {"workers", "threads_per_worker", "seeds", "output_dir", "work_dir", "profile", "config_file",
+                    "models", "mixtures", "spreads", "sampling"}  # fmt: skip
+        settings = {key: value for key, value in config.items() if key not in excluded}
+        settings["sampling"] = {"num_samples": config["sampling"]["num_samples"]}
+        return settings
+    lipschitz, mixture = config.get("lipschitz") or {}, config.get("mixture") or {}
     return {
         "data": config["data"],
         "metric": config["metric"],
         "device": config["device"],
-        "models": config["models"],
-        "smd_objective": config["smd_objective"],
         "unet": config["unet"],
         "smd": config.get("smd"),
         "noise_schedule": config["noise_schedule"],
@@ -147,6 +170,7 @@ def results_defining_settings(config: dict) -> dict:
         "trainer": "diffusers_smd.training engine",
         "num_samples": config["sampling"]["num_samples"],
         "lipschitz": {key: lipschitz.get(key) for key in ("t_max", "dt", "num_samples")},
+        "mixture": {key: mixture.get(key) for key in ("num_samples", "num_draws")},
         "grid_count": (config.get("grids") or {}).get("count"),
     }
 
@@ -159,13 +183,20 @@ def check_work_dir_settings(config: dict, work_dir: Path) -> None:
     """
     path = work_dir / "settings.json"
     current = json.loads(json.dumps(results_defining_settings(config)))
+    current["model_specs"] = json.loads(json.dumps(config.get("models", {})))
     if path.is_file():
         recorded = json.loads(path.read_text())
-        changed = sorted(key for key in set(recorded) | set(current) if recorded.get(key) != current.get(key))
+        changed = sorted(
+            key
+            for key in set(recorded) | set(current)
+            if key != "model_specs" and recorded.get(key) != current.get(key)
+        )
+        old, new = recorded.get("model_specs", {}), current["model_specs"]
+        changed += [f"models.{m}" for m in sorted(set(old) & set(new)) if old[m] != new[m]]
         if changed:
             raise ValueError(
                 f"work_dir {work_dir} holds results of other settings (changed: {changed}); use another "
                 "work_dir or remove that folder to start over"
             )
-    else:
-        write_json(path, current, indent=1, sort_keys=False)
+        current["model_specs"] = {**old, **new}
+    write_json(path, current, indent=1, sort_keys=False)

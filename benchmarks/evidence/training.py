@@ -20,14 +20,15 @@ from diffusers_smd.atomic import replace_folder
 from diffusers_smd.pipelines import SMDPipeline
 from diffusers_smd.training import UnconditionalTrainingConfig, config_to_argv, train
 
-__all__ = ["TRAIN_SMD_SCRIPT", "load_trained", "train_unit", "training_config"]
+__all__ = ["TRAIN_SMD_SCRIPT", "load_trained", "train_unit", "training_config", "unet_config"]
 
 TRAIN_SMD_SCRIPT = Path(__file__).resolve().parents[2] / "training" / "train_smd.py"
 _NEVER = 10**9  # epochs between the engine's sample grids / pipeline saves: only at the end
 _LEFT_BEHIND = ("checkpoint-*", "logs", "samples")  # what a published model folder does not need
 
 
-def _unet_config(config: dict) -> dict:
+def unet_config(config: dict, model_name: str) -> dict:
+    """The UNet2DModel config of ``model_name``: the shared ``unet`` section with the model's own ``unet`` overrides."""
     data = config["data"]
     return {
         "_class_name": "UNet2DModel",
@@ -35,6 +36,7 @@ def _unet_config(config: dict) -> dict:
         "in_channels": data["channels"],
         "out_channels": data["channels"],
         **config["unet"],
+        **config["models"][model_name].get("unet", {}),
     }
 
 
@@ -44,32 +46,34 @@ def training_config(
     """The engine's configuration that trains ``model_name`` with ``seed`` as the benchmark config says."""
     spec, data, schedule = config["models"][model_name], config["data"], config["noise_schedule"]
     smd = config.get("smd") or {}
+    num_train_timesteps = spec.get("num_train_timesteps", schedule["num_train_timesteps"])
     settings = dict(
         output_dir=str(output_dir),
         seed=seed,
         resolution=data["resolution"],
         num_channels=data["channels"],
         model_config_name_or_path=str(unet_config_dir),
-        objective=config["smd_objective"] if spec["smd"] else "vanilla",
+        objective=spec["objective"],
         etsdm=spec["etsdm"],
-        ddpm_num_steps=schedule["num_train_timesteps"],
+        ddpm_num_steps=num_train_timesteps,
         ddpm_beta_schedule=schedule.get("beta_schedule", "linear"),
         prediction_type=schedule["prediction_type"],
         # the engine's own end-of-training grid: keep it cheap (and within T)
-        ddpm_num_inference_steps=min(20, schedule["num_train_timesteps"]),
-        checkpoints_total_limit=2,
+        ddpm_num_inference_steps=min(20, num_train_timesteps),
         resume_from_checkpoint="latest",
         save_images_epochs=_NEVER,
         save_model_epochs=_NEVER,
         max_train_samples=data.get("max_train_images"),
     )
+    # the run's own training settings may keep more checkpoints (K(t) during training reads them)
+    training_settings = {"checkpoints_total_limit": 2, **config["training"]}
     if data["dataset"] == "imagefolder":
         settings["train_data_dir"] = str(data["data_dir"])
     else:
         settings["dataset_name"] = data["dataset"]
         if data["dataset"] != "digits" and data.get("image_column"):
             settings["image_column"] = data["image_column"]
-    if spec["smd"]:
+    if spec["objective"] != "vanilla":
         settings.update(
             smd_latent_dim=smd["latent_dim"], smd_hypernet_layers=smd.get("num_hypernet_layers", 2)
         )
@@ -80,7 +84,7 @@ def training_config(
             etsdm_threshold=config["etsdm"]["threshold"], etsdm_intervals=config["etsdm"]["intervals"]
         )
     try:
-        training = UnconditionalTrainingConfig(**config["training"], **settings)
+        training = UnconditionalTrainingConfig(**training_settings, **settings)
     except TypeError as error:  # a key of `training` that is not a training setting
         raise ValueError(f"training: {error}; use field names of UnconditionalTrainingConfig") from None
     training.validate()
@@ -90,9 +94,9 @@ def training_config(
 def train_unit(config: dict, model_name: str, seed: int, folder: Path, work_dir: Path) -> dict:
     """Train ``model_name`` with ``seed`` (resuming its latest checkpoint) and publish ``folder`` atomically."""
     training_dir = work_dir / "training" / f"{model_name}-seed{seed}"
-    unet_config_dir = work_dir / "training" / "unet_config"
+    unet_config_dir = work_dir / "training" / f"unet_config-{model_name}"
     unet_config_dir.mkdir(parents=True, exist_ok=True)
-    (unet_config_dir / "config.json").write_text(json.dumps(_unet_config(config), indent=1) + "\n")
+    (unet_config_dir / "config.json").write_text(json.dumps(unet_config(config, model_name), indent=1) + "\n")
     settings = training_config(config, model_name, seed, training_dir, unet_config_dir)
     launcher = config.get("launcher")
     if launcher:

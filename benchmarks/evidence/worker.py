@@ -1,4 +1,4 @@
-"""Execute work units (train, sample + score, Lipschitz) and the worker loop that claims them."""
+"""Execute the image studies' work units (train, sample + score, K(t), mixture spread) and the worker loop."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import numpy as np
 import torch
 
 from diffusers_smd.atomic import write_json, write_npy
-from diffusers_smd.models import accepts_mixture_noise
+from diffusers_smd.lipschitz import measure_lipschitz
 from diffusers_smd.sampling import make_scheduler, sample_batches, to_uint8
 
+from .config import model_timesteps
 from .data import load_split
-from .lipschitz import lipschitz_in_t
-from .store import Unit, next_unit, plan_units
+from .mixtureness import mixture_spread
+from .store import Unit, next_unit
 from .training import load_trained, train_unit
 
 __all__ = ["initial_noise_seed", "run_unit", "worker_loop", "score_images", "real_data_floor"]
@@ -88,7 +89,7 @@ def real_data_floor(config: dict, draws: int = 5) -> dict:
 
 
 def _model_folder(work_dir: Path, unit: Unit) -> Path:
-    return work_dir / "models" / f"{unit.model}-seed{unit.seed}"
+    return work_dir / "models" / unit.model_key
 
 
 def _run_sample(config: dict, unit: Unit, work_dir: Path) -> None:
@@ -130,47 +131,76 @@ def _run_sample(config: dict, unit: Unit, work_dir: Path) -> None:
     )
 
 
-def _run_lipschitz(config: dict, unit: Unit, work_dir: Path) -> None:
+def _lipschitz_of(config: dict, pipeline, unit: Unit, work_dir: Path, label: str) -> None:
+    """K(t) of ``pipeline`` on the first held-out images (the same x_0, eps and eta for every model)."""
     settings = config["lipschitz"]
-    pipeline, summary = load_trained(_model_folder(work_dir, unit), config["device"])
-    model, training_scheduler = pipeline.unet, pipeline.scheduler
-    device = torch.device(config["device"])
-    clean = _images(config, "heldout")[: settings["num_samples"]].to(device)
-    generator = torch.Generator().manual_seed(2_000_000)  # the same x_0, eps and eta for every model
-    noise = torch.randn(clean.shape, generator=generator).to(device)
-    eta = torch.randn(clean.shape, generator=generator).to(device)
-    if accepts_mixture_noise(model):
-
-        def predict(x, t):
-            return model(x, torch.tensor(t, device=device), mixture_noise=eta).sample
-    else:
-
-        def predict(x, t):
-            return model(x, torch.tensor(t, device=device)).sample
-
-    condition = getattr(training_scheduler, "condition_timesteps", None)
-    dt, t_max = settings["dt"], settings["t_max"]
-    timesteps = list(range(0, t_max - dt + 1))
-    started = time.perf_counter()
-    values = lipschitz_in_t(
-        predict, clean, noise, training_scheduler.alphas_cumprod.to(device), timesteps, dt,
-        (lambda t: int(condition(t))) if condition is not None else None,
+    clean = _images(config, "heldout")[: settings["num_samples"]]
+    result = measure_lipschitz(
+        pipeline, clean, t_max=settings["t_max"], dt=settings["dt"], seed=2_000_000, model_name=label,
+        data_name=f"{config['data']['dataset']} held-out",
     )  # fmt: skip
     write_json(
         unit.result_path(work_dir),
         {
             "model": unit.model,
             "seed": unit.seed,
-            "etsdm": summary["etsdm"],
-            "dt": dt,
-            "num_samples": len(clean),
-            "timesteps": timesteps,
-            "K": values,
-            "seconds": time.perf_counter() - started,
+            "step": unit.steps,
+            "seconds": result.seconds,
+            "k": result.to_dict(),
         },
         indent=1,
         sort_keys=False,
     )
+
+
+def _run_lipschitz(config: dict, unit: Unit, work_dir: Path) -> None:
+    pipeline, _ = load_trained(_model_folder(work_dir, unit), config["device"])
+    _lipschitz_of(config, pipeline, unit, work_dir, unit.model_key)
+
+
+def _run_lipschitz_checkpoint(config: dict, unit: Unit, work_dir: Path) -> None:
+    """K(t) of the weights a training checkpoint holds (EMA weights when EMA is on, as the final model)."""
+    from diffusers import UNet2DModel
+
+    from diffusers_smd import SMDPipeline, SMDUNet2DModel
+
+    checkpoint = work_dir / "training" / unit.model_key / f"checkpoint-{unit.steps}"
+    folder = checkpoint / ("unet_ema" if (checkpoint / "unet_ema").is_dir() else "unet")
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder} is missing: K(t) during training needs the training's checkpoints (training."
+            "checkpoints_total_limit: null keeps them all)"
+        )
+    final, _ = load_trained(_model_folder(work_dir, unit), config["device"])
+    model_class = SMDUNet2DModel if isinstance(final.unet, SMDUNet2DModel) else UNet2DModel
+    unet = model_class.from_pretrained(folder).to(config["device"])
+    pipeline = SMDPipeline(unet=unet, scheduler=final.scheduler)
+    _lipschitz_of(config, pipeline, unit, work_dir, f"{unit.model_key} at step {unit.steps}")
+
+
+def _run_mixture(config: dict, unit: Unit, work_dir: Path) -> None:
+    """The spread of the component means over mixture draws at fixed x_t, against sigma_t (mixtureness.py)."""
+    settings = config["mixture"]
+    pipeline, _ = load_trained(_model_folder(work_dir, unit), config["device"])
+    clean = _images(config, "heldout")[: settings["num_samples"]].to(config["device"])
+    num_train_timesteps = model_timesteps(config, unit.model)
+    # the model's own T steps (the few-step regime); 10 steps (its contrast cells) for a long schedule
+    steps = num_train_timesteps if num_train_timesteps <= 100 else 10
+    started = time.perf_counter()
+    rows = mixture_spread(
+        pipeline.unet, pipeline.scheduler, clean, steps, settings["num_draws"], seed=3_000_000
+    )
+    ratios = [row["ratio"] for row in rows if row["ratio"] is not None]
+    write_json(
+        unit.result_path(work_dir),
+        {
+            "model": unit.model, "seed": unit.seed, "num_train_timesteps": num_train_timesteps,
+            "num_inference_steps": steps, "num_samples": len(clean), "num_draws": settings["num_draws"],
+            "steps": rows, "mean_ratio": sum(ratios) / len(ratios), "seconds": time.perf_counter() - started,
+        },
+        indent=1,
+        sort_keys=False,
+    )  # fmt: skip
 
 
 def run_unit(config: dict, unit: Unit, work_dir: Path) -> None:
@@ -181,14 +211,21 @@ def run_unit(config: dict, unit: Unit, work_dir: Path) -> None:
         _run_sample(config, unit, work_dir)
     elif unit.kind == "lipschitz":
         _run_lipschitz(config, unit, work_dir)
+    elif unit.kind == "lipschitz-checkpoint":
+        _run_lipschitz_checkpoint(config, unit, work_dir)
+    elif unit.kind == "mixture":
+        _run_mixture(config, unit, work_dir)
     else:
         raise ValueError(f"unknown unit kind {unit.kind!r}")
 
 
 def worker_loop(config: dict, work_dir: Path, log=print) -> int:
-    """Claim and run units until none is left; returns how many this process ran."""
+    """Claim and run the config's units until none is left; returns how many this process ran."""
+    from .studies import study_of
+
+    study = study_of(config)
     torch.set_num_threads(config["threads_per_worker"])
-    units = plan_units(config)
+    units = study.plan_units(config)
     done = 0
     while True:
         unit, waiting = next_unit(units, work_dir)
@@ -199,7 +236,7 @@ def worker_loop(config: dict, work_dir: Path, log=print) -> int:
             continue
         started = time.perf_counter()
         try:
-            run_unit(config, unit, work_dir)
+            study.run_unit(config, unit, work_dir)
         except BaseException:
             (work_dir / "claims" / f"{unit.name}.claim").unlink(missing_ok=True)
             raise

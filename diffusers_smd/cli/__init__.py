@@ -14,12 +14,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import evaluate, publish, quickstart, sample, train, train_text_to_image
+from . import evaluate, lipschitz, publish, quickstart, sample, train, train_text_to_image
 from .common import CLIError
 
 __all__ = ["CLIError", "build_parser", "main"]
 
-SUBCOMMANDS = (train, train_text_to_image, sample, evaluate, publish, quickstart)
+SUBCOMMANDS = (train, train_text_to_image, sample, evaluate, lipschitz, publish, quickstart)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ __all__ = [
     "PREDICTION_TYPES",
     "gaussian_posterior_coefficients",
     "gaussian_posterior_mean",
+    "noise_from_prediction",
     "original_sample_from_prediction",
     "original_sample_error_scale",
     "scaled_mixture_nll",
@@ -78,6 +79,24 @@ def original_sample_from_prediction(
     if prediction_type == "v_prediction":
         return alpha_prod_t.sqrt() * sample - (1.0 - alpha_prod_t).sqrt() * model_output
     return model_output
+
+
+def noise_from_prediction(
+    model_output: torch.Tensor, sample: torch.Tensor, alpha_prod_t: torch.Tensor | float, prediction_type: str
+) -> torch.Tensor:
+    """eps_hat from a network prediction of any diffusers ``prediction_type`` (x_t = sqrt(abar) x0 + sqrt(1-abar) eps).
+
+    * ``epsilon``:      eps_hat = model_output
+    * ``v_prediction``: eps_hat = sqrt(abar_t) * v_hat + sqrt(1 - abar_t) * x_t   (Salimans & Ho 2022)
+    * ``sample``:       eps_hat = (x_t - sqrt(abar_t) * x0_hat) / sqrt(1 - abar_t)
+    """
+    _check_prediction_type(prediction_type)
+    if prediction_type == "epsilon":
+        return model_output
+    alpha_prod_t = torch.as_tensor(alpha_prod_t, dtype=model_output.dtype, device=model_output.device)
+    if prediction_type == "v_prediction":
+        return alpha_prod_t.sqrt() * model_output + (1.0 - alpha_prod_t).sqrt() * sample
+    return (sample - alpha_prod_t.sqrt() * model_output) / (1.0 - alpha_prod_t).sqrt()
 
 
 def original_sample_error_scale(alpha_prod_t: torch.Tensor, prediction_type: str) -> torch.Tensor:
