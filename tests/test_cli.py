@@ -90,6 +90,17 @@ def test_train_launches_two_cpu_processes_through_accelerate(tmp_path, capsys):
     assert env["ACCELERATE_USE_CPU"] == "true"
 
 
+def test_train_without_a_config_file_launches_one_process_without_accelerate_guessing(tmp_path, capsys):
+    assert cli.main(["train", "--cpu", "--dry_run", "--output_dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed[printed.index("--num_processes") + 1] == "1" and "--multi_gpu" not in printed
+    with_config = argparse.Namespace(
+        config_file=__file__, num_processes=None, cpu=True, main_process_port=None
+    )
+    command, _ = launch_command(with_config, [])
+    assert "--num_processes" not in command  # a config file decides the process count
+
+
 def test_train_rejects_bad_flags_before_launching(tmp_path, capsys):
     assert cli.main(["train", "--output_dir", str(tmp_path / "x"), "--resolution", "0"]) == 2
     assert "--resolution" in capsys.readouterr().err

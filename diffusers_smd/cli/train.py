@@ -108,8 +108,9 @@ def launch_command(
             env["ACCELERATE_USE_CPU"] = "true"
         command += ["--main_process_port", str(launch.main_process_port or _free_port())]
     else:
-        if num_processes is not None:
-            command += ["--num_processes", str(num_processes)]
+        if num_processes is not None or launch.config_file is None:
+            # without a config file, one process unless told otherwise (accelerate would warn and guess)
+            command += ["--num_processes", str(num_processes or 1)]
         if launch.cpu:
             command += ["--cpu"]
     command += ["-m", module, *script_argv]
