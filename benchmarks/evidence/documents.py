@@ -205,7 +205,7 @@ def verdict_table(rows: list[dict]) -> str:
 
 def timing_table(all_results: dict[str, dict]) -> str:
     """Wall-clock time of each study (the sum of its working invocations) and its command."""
-    lines = ["| study | command | wall-clock time | workers × threads |", "|---|---|---|---|"]
+    lines = ["| study | command | wall-clock time (last run) | workers × threads |", "|---|---|---|---|"]
     for name in STUDIES:
         results = all_results.get(name)
         if results is None:
