@@ -24,7 +24,7 @@ import torch
 from diffusers.utils import BaseOutput
 
 from .evaluator import TargetEvaluator
-from .kernels import GaussianReference, mala_transition, tempered
+from .kernels import TARGET_ACCEPTANCE, GaussianReference, mala_transition, needs_log_prob, tempered
 from .path import SecantCurvature, langevin_step
 
 __all__ = [
@@ -175,7 +175,7 @@ def metropolis_adjusted_langevin(
     num_steps: int,
     generator: torch.Generator | None,
     step_size: float | torch.Tensor,
-    target_acceptance: float = 0.574,
+    target_acceptance: float = TARGET_ACCEPTANCE,
     name: str = "MALA",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """``num_steps`` target evaluations of MALA (:func:`~.kernels.mala_transition`) from the rows of ``x``
@@ -208,15 +208,14 @@ def mala(
     dim: int | None = None,
     dtype: torch.dtype = torch.float32,
     step_size: float = 0.5,
-    target_acceptance: float = 0.574,
+    target_acceptance: float = TARGET_ACCEPTANCE,
     initial_scale: float = 1.0,
 ) -> SamplerOutput:
     """Metropolis-adjusted Langevin (:func:`metropolis_adjusted_langevin`); the evaluation at the starting
     points is the first of the ``num_steps``."""
     num_samples, num_steps = check_common(num_samples, num_steps, step_size)
     ev = TargetEvaluator(target, dim)
-    if not ev.has_log_prob:
-        raise ValueError("MALA needs the target's log density (log_prob or a callable)")
+    needs_log_prob(ev, "MALA")
     x = GaussianReference(ev.dim, initial_scale).sample(num_samples, generator, dtype)
     x, _, sizes, rate = metropolis_adjusted_langevin(
         ev, x, num_steps, generator, step_size, target_acceptance

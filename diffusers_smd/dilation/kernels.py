@@ -18,12 +18,23 @@ from .evaluator import TargetEvaluator
 from .path import langevin_step
 
 __all__ = [
+    "TARGET_ACCEPTANCE",
     "GaussianReference",
     "log_mean_exp",
     "mala_transition",
+    "needs_log_prob",
     "next_temperature",
     "systematic_resample",
 ]
+
+#: The acceptance rate MALA step sizes are tuned towards (Roberts and Rosenthal 1998: 0.574 is optimal).
+TARGET_ACCEPTANCE = 0.574
+
+
+def needs_log_prob(evaluator: TargetEvaluator, name: str) -> None:
+    """Refuse a target without a log density for a sampler (``name``) whose moves or weights need one."""
+    if not evaluator.has_log_prob:
+        raise ValueError(f"{name} needs the target's log density (log_prob or a callable)")
 
 
 class GaussianReference:

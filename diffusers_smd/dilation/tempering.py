@@ -16,17 +16,17 @@ import torch
 from .baselines import SamplerOutput, check_common, positive_int
 from .evaluator import TargetEvaluator
 from .kernels import (
+    TARGET_ACCEPTANCE,
     GaussianReference,
     log_mean_exp,
     mala_transition,
+    needs_log_prob,
     next_temperature,
     systematic_resample,
 )
 from .metrics import effective_sample_size
 
 __all__ = ["annealed_importance_sampling", "parallel_tempering", "sequential_monte_carlo"]
-
-TARGET_ACCEPTANCE = 0.574
 
 
 def _adapt(log_h: torch.Tensor | float, accept: torch.Tensor, rate: float = 0.5):
@@ -38,11 +38,6 @@ def _fraction(name: str, value: float) -> float:
     if not (isinstance(value, (int, float)) and 0.0 < value < 1.0):
         raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
     return float(value)
-
-
-def _needs_log_prob(ev: TargetEvaluator, name: str) -> None:
-    if not ev.has_log_prob:
-        raise ValueError(f"{name} needs the target's log density (log_prob or a callable)")
 
 
 @torch.no_grad()
@@ -77,7 +72,7 @@ def sequential_monte_carlo(
     default_moves = max(1, num_steps // 100)
     moves = positive_int("num_mcmc_steps", default_moves if num_mcmc_steps is None else num_mcmc_steps)
     ev = TargetEvaluator(target, dim)
-    _needs_log_prob(ev, "SMC")
+    needs_log_prob(ev, "SMC")
     ref = GaussianReference(ev.dim, initial_scale)
     budget = num_samples * num_steps
     x = ref.sample(num_samples, generator, dtype)
@@ -148,7 +143,7 @@ def annealed_importance_sampling(
     if not (isinstance(schedule_power, (int, float)) and schedule_power > 0):
         raise ValueError(f"schedule_power must be positive, got {schedule_power!r}")
     ev = TargetEvaluator(target, dim)
-    _needs_log_prob(ev, "AIS")
+    needs_log_prob(ev, "AIS")
     ref = GaussianReference(ev.dim, initial_scale)
     x = ref.sample(num_samples, generator, dtype)
     lp, s = ev.evaluate(x, "at the AIS particles drawn from the reference")
@@ -238,7 +233,7 @@ def parallel_tempering(
     if not 0.0 <= burn_in < 1.0:
         raise ValueError(f"burn_in must lie in [0, 1), got {burn_in!r}")
     ev = TargetEvaluator(target, dim)
-    _needs_log_prob(ev, "parallel tempering")
+    needs_log_prob(ev, "parallel tempering")
     ref = GaussianReference(ev.dim, initial_scale)
     # the first evaluation of the chains' starting points, then chains * replicas evaluations per round
     rounds = (num_samples * num_steps - chains * (num_replicas - 1)) // (chains * num_replicas)
