@@ -3,8 +3,13 @@
 import argparse
 import inspect
 
+import pytest
+
+from benchmarks.evidence import config as evidence_config
+from benchmarks.evidence import exact_score
 from diffusers_smd import cli, etsdm
 from diffusers_smd.losses import OBJECTIVE_NAMES, OBJECTIVES, build_objective
+from diffusers_smd.sampling import SCHEDULERS
 from diffusers_smd.schedulers import ETSDM_VARIANTS
 from diffusers_smd.training import TrainingConfig, UnconditionalTrainingConfig
 
@@ -53,3 +58,14 @@ def test_the_etsdm_defaults_come_from_the_rule_module():
         )
         scheduler = ETSDM_VARIANTS[next(iter(ETSDM_VARIANTS))](num_train_timesteps=num_train_timesteps)
         assert scheduler.etsdm_settings.threshold == expected
+
+
+def test_the_evidence_studies_use_the_package_registries():
+    assert set(evidence_config.SAMPLER_NAMES) <= set(SCHEDULERS)  # names of the one sampler registry
+    assert set(exact_score.SAMPLERS) <= set(evidence_config.SAMPLER_LABELS)
+    config = evidence_config.load_config("benchmarks/evidence/studies/smd_fewstep.yaml")
+    config["models"]["vanilla-T4"]["objective"] = "smd-mixture-no-xi"  # not in the objective registry
+    with pytest.raises(
+        ValueError, match=r"models\.vanilla-T4\.objective must be one of \('vanilla', 'smd', 'smd-mixture'\)"
+    ):
+        evidence_config.validate_config(config)

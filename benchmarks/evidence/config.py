@@ -13,10 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from diffusers_smd.losses import OBJECTIVE_NAMES
+from diffusers_smd.losses.gaussian_steps import PREDICTION_TYPES
+
 __all__ = [
+    "SAMPLER_LABELS",
     "SAMPLER_NAMES",
     "METRICS",
-    "OBJECTIVES",
     "comparison_pairs",
     "deep_merge",
     "load_config",
@@ -26,10 +29,13 @@ __all__ = [
 ]
 
 #: Samplers of the image studies (names of diffusers_smd.sampling.SCHEDULERS).
-SAMPLER_NAMES = ("ddim", "dpmsolver++", "ddpm", "euler", "unipc")
+#: The samplers a study may use (names of the package's sampler registry, ``diffusers_smd.sampling.SCHEDULERS``)
+#: and how tables and figures label them.
+SAMPLER_LABELS = {"ddim": "DDIM", "dpmsolver++": "DPM-Solver++", "ddpm": "DDPM ancestral", "euler": "Euler",
+                  "unipc": "UniPC"}  # fmt: skip
+SAMPLER_NAMES = tuple(SAMPLER_LABELS)
 #: "digits": Frechet digits distance + class histogram (built-in digits); "fid": Inception FID.
 METRICS = ("digits", "fid")
-OBJECTIVES = ("vanilla", "smd", "smd-mixture")
 
 _TOP_KEYS = {
     "study", "title", "data", "metric", "device", "threads_per_worker", "workers", "seeds", "models", "unet",
@@ -165,10 +171,9 @@ def validate_config(config: dict) -> None:
 
     schedule = config["noise_schedule"]
     _positive_int(schedule.get("num_train_timesteps"), "noise_schedule.num_train_timesteps")
-    if schedule.get("prediction_type") not in ("epsilon", "v_prediction", "sample"):
+    if schedule.get("prediction_type") not in PREDICTION_TYPES:
         raise ValueError(
-            "noise_schedule.prediction_type must be 'epsilon', 'v_prediction' or 'sample', "
-            f"got {schedule.get('prediction_type')!r}"
+            f"noise_schedule.prediction_type must be one of {PREDICTION_TYPES}, got {schedule.get('prediction_type')!r}"
         )
     models = config["models"]
     if not isinstance(models, dict) or not models:
@@ -180,9 +185,9 @@ def validate_config(config: dict) -> None:
             raise ValueError(
                 f"models.{name} must be {{objective, etsdm[, num_train_timesteps][, unet]}}, got {spec!r}"
             )
-        if spec["objective"] not in OBJECTIVES:
+        if spec["objective"] not in OBJECTIVE_NAMES:
             raise ValueError(
-                f"models.{name}.objective must be one of {OBJECTIVES}, got {spec['objective']!r}"
+                f"models.{name}.objective must be one of {OBJECTIVE_NAMES}, got {spec['objective']!r}"
             )
         if not isinstance(spec["etsdm"], bool):
             raise ValueError(f"models.{name}.etsdm must be true or false, got {spec['etsdm']!r}")

@@ -10,12 +10,12 @@ import numpy as np
 
 from diffusers_smd.lipschitz import LipschitzResult, plot_lipschitz
 
+from .config import SAMPLER_LABELS
 from .exact_score import groups, load_results
 from .stats import paired_comparison
 
 __all__ = ["aggregate", "compare", "markdown_tables", "write_outputs", "early_mean"]
 
-SAMPLER_LABELS = {"ddim": "DDIM", "dpmsolver++": "DPM-Solver++", "euler": "Euler", "unipc": "UniPC"}
 METRIC_LABELS = {"sw2": "sliced W2", "mode_tv": "mode-weight TV"}
 
 

@@ -12,7 +12,8 @@ mu is the posterior mean of q(x_s | x_t, x0_hat) (Ho et al. 2020, eq. 7, for any
     mu = sqrt(abar_s) (1 - abar_t / abar_s) / (1 - abar_t) x0_hat + sqrt(abar_t / abar_s) (1 - abar_s) / (1 - abar_t) x_t
     sigma_t^2 = (1 - abar_s) / (1 - abar_t) (1 - abar_t / abar_s)
 
-with x0_hat from the model output (epsilon, v or x0), clipped like the scheduler clips it.
+with x0_hat from the model output (epsilon, v or x0), clipped like the scheduler clips it; both formulas are
+those of ``diffusers_smd.losses.gaussian_steps``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ import math
 import torch
 
 from diffusers_smd.lipschitz import noisy_samples
+from diffusers_smd.losses.gaussian_steps import (
+    gaussian_posterior_coefficients,
+    original_sample_from_prediction,
+)
 
 __all__ = ["ddpm_grid", "mixture_spread", "posterior_mean_and_std", "predicted_clean"]
 
@@ -29,17 +34,10 @@ __all__ = ["ddpm_grid", "mixture_spread", "posterior_mean_and_std", "predicted_c
 def predicted_clean(
     output: torch.Tensor, x_t: torch.Tensor, alpha_bar: float, scheduler_config
 ) -> torch.Tensor:
-    """x0_hat of a model output, clipped to +-clip_sample_range when the scheduler clips (as DDPMScheduler.step)."""
-    prediction_type = scheduler_config["prediction_type"]
-    a, s = math.sqrt(alpha_bar), math.sqrt(1.0 - alpha_bar)
-    if prediction_type == "epsilon":
-        x0 = (x_t - s * output) / a
-    elif prediction_type == "v_prediction":
-        x0 = a * x_t - s * output
-    elif prediction_type == "sample":
-        x0 = output
-    else:
-        raise ValueError(f"prediction_type must be epsilon, v_prediction or sample, got {prediction_type!r}")
+    """x0_hat of a model output (``original_sample_from_prediction``), clipped to +-clip_sample_range when the
+    scheduler clips (as DDPMScheduler.step)."""
+    alpha_bar = torch.tensor(alpha_bar, dtype=torch.float64)
+    x0 = original_sample_from_prediction(output, x_t, alpha_bar, scheduler_config["prediction_type"])
     if scheduler_config.get("clip_sample", False):
         limit = float(scheduler_config.get("clip_sample_range", 1.0))
         x0 = x0.clamp(-limit, limit)
@@ -49,13 +47,11 @@ def predicted_clean(
 def posterior_mean_and_std(
     x0: torch.Tensor, x_t: torch.Tensor, alpha_bar_t: float, alpha_bar_s: float
 ) -> tuple[torch.Tensor, float]:
-    """(mu, sigma_t) of q(x_s | x_t, x_0 = x0) for s < t (module docstring)."""
-    alpha = alpha_bar_t / alpha_bar_s
-    beta = 1.0 - alpha
-    mean = (math.sqrt(alpha_bar_s) * beta / (1.0 - alpha_bar_t)) * x0 + (
-        math.sqrt(alpha) * (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t)
-    ) * x_t
-    return mean, math.sqrt(max((1.0 - alpha_bar_s) / (1.0 - alpha_bar_t) * beta, 0.0))
+    """(mu, sigma_t) of q(x_s | x_t, x_0 = x0) for s < t (``gaussian_posterior_coefficients``)."""
+    coef_x0, coef_xt, variance = gaussian_posterior_coefficients(
+        torch.tensor(alpha_bar_t, dtype=torch.float64), torch.tensor(alpha_bar_s, dtype=torch.float64)
+    )
+    return float(coef_x0) * x0 + float(coef_xt) * x_t, math.sqrt(max(float(variance), 0.0))
 
 
 def ddpm_grid(scheduler, num_inference_steps: int) -> list[tuple[int, int]]:

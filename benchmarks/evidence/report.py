@@ -18,7 +18,7 @@ import numpy as np
 
 from diffusers_smd.lipschitz import LipschitzResult, plot_lipschitz
 
-from .config import comparison_pairs, model_timesteps, sampler_cells
+from .config import SAMPLER_LABELS, comparison_pairs, model_timesteps, sampler_cells
 from .stats import paired_comparison
 from .store import Unit
 
@@ -34,8 +34,6 @@ __all__ = [
 
 #: The mixture claim: the component means spread by at least this fraction of the Gaussian's own sigma_t.
 MIXTURE_REFERENCE = 0.1
-SAMPLER_LABELS = {"ddim": "DDIM", "dpmsolver++": "DPM-Solver++", "ddpm": "DDPM ancestral", "euler": "Euler",
-                  "unipc": "UniPC"}  # fmt: skip
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
