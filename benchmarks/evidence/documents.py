@@ -38,6 +38,7 @@ __all__ = [
     "load_all_results",
     "readme_blocks",
     "replace_block",
+    "stale_documents",
     "timing_table",
     "update_documents",
     "verdict_rows",
@@ -246,16 +247,20 @@ def rendered(path: Path, blocks: dict[str, str]) -> str:
     return text
 
 
+def stale_documents(readme: Path = README, docs: Path = DOCS) -> dict[Path, str]:
+    """The documents whose generated blocks differ from what the results JSON gives, with their new text."""
+    all_results = load_all_results()
+    pages = ((readme, readme_blocks(all_results)), (docs, docs_blocks(all_results)))
+    texts = {path: rendered(path, blocks) for path, blocks in pages}
+    return {path: text for path, text in texts.items() if text != path.read_text()}
+
+
 def update_documents(readme: Path = README, docs: Path = DOCS) -> list[Path]:
     """Rewrite the generated blocks of the README and the docs page; returns the files written."""
-    all_results = load_all_results()
-    written = []
-    for path, blocks in ((readme, readme_blocks(all_results)), (docs, docs_blocks(all_results))):
-        text = rendered(path, blocks)
-        if text != path.read_text():
-            path.write_text(text)
-            written.append(path)
-    return written
+    stale = stale_documents(readme, docs)
+    for path, text in stale.items():
+        path.write_text(text)
+    return list(stale)
 
 
 def main(argv=None) -> int:
@@ -268,12 +273,7 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     if args.check:
-        all_results = load_all_results()
-        stale = [
-            str(path)
-            for path, blocks in ((README, readme_blocks(all_results)), (DOCS, docs_blocks(all_results)))
-            if rendered(path, blocks) != path.read_text()
-        ]
+        stale = stale_documents(README, DOCS)
         for path in stale:
             print(f"{path} is not what the results JSON gives; run benchmarks/evidence/documents.py")
         return 1 if stale else 0
