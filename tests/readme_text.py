@@ -255,6 +255,13 @@ def etsdm_overhead_figures() -> str:
     )
 
 
+def etsdm_ratios_line() -> str:
+    """All ratios of bench_etsdm_schedulers.py in one line, for the README (the table is in docs/etsdm.md)."""
+    r = json.loads((RESULTS / "etsdm_schedulers.json").read_text())
+    ratios = ", ".join(f"{e['parent'].removesuffix('Scheduler')} {e['ratio']:.3f}" for e in r["results"])
+    return f"50-step loop time, E-TSDM variant / parent (target <= {r['target_ratio']}): {ratios}."
+
+
 def benchmarks_summary() -> str:
     """One row per benchmark: what it compares and its headline figure, from the results JSON."""
     step = json.loads((RESULTS / "train_step.json").read_text())
@@ -307,6 +314,7 @@ GENERATED: dict[str, tuple[pathlib.Path, Callable[[], str]]] = {
     "train-step": (DOCS / "benchmarks.md", train_step_figures),
     "smd-forward": (DOCS / "benchmarks.md", smd_forward_figures),
     "etsdm-overhead": (DOCS / "benchmarks.md", etsdm_overhead_figures),
+    "etsdm-ratios": (README, etsdm_ratios_line),
 }
 
 
