@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from diffusers_smd.dilation import (
+    REWEIGHTING_INITIAL_STEP_SIZE,
     DilationPathPipeline,
     DilationPathScheduler,
     annealed_geometric_langevin,
@@ -54,12 +55,14 @@ def _from_output(out) -> Run:
     )
 
 
-def dilation(target, n, budget, gen, reweight: bool, scheduler_config: dict | None = None) -> Run:
-    """Plain path: ``budget // 10`` levels of 10 steps. Extension: a shorter path, so that the path, the MALA
+def dilation(target, n, budget, gen, reweight: bool) -> Run:
+    """Plain path: the scheduler's defaults, ``budget // 10`` levels of 10 steps. Extension: the hot start
+    :data:`~diffusers_smd.dilation.REWEIGHTING_INITIAL_STEP_SIZE` and a shorter path, so that the path, the MALA
     phase and the proposals fit the budget."""
     spare = METROPOLIS_STEPS + IMPORTANCE_PER_SAMPLE if reweight else 0
     levels = max(1, (budget - spare) // STEPS_PER_LEVEL)
-    scheduler = DilationPathScheduler(langevin_steps_per_level=STEPS_PER_LEVEL, **(scheduler_config or {}))
+    config = {"initial_step_size": REWEIGHTING_INITIAL_STEP_SIZE} if reweight else {}
+    scheduler = DilationPathScheduler(langevin_steps_per_level=STEPS_PER_LEVEL, **config)
     pipe = DilationPathPipeline(scheduler)
     pipe.set_progress_bar_config(disable=True)
     out = pipe(

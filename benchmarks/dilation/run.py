@@ -229,6 +229,7 @@ def main(argv=None) -> dict:
             "methods": args.methods,
             "entropic_reg": DEFAULT_ENTROPIC_REG,
             "steps_per_level": m.STEPS_PER_LEVEL,
+            "extension_initial_step_size": m.REWEIGHTING_INITIAL_STEP_SIZE,
             "extension_metropolis_steps": m.METROPOLIS_STEPS,
             "extension_importance_per_sample": m.IMPORTANCE_PER_SAMPLE,
             "unequal_weight_mixtures": [t for t in UNEQUAL_WEIGHT_MIXTURES if t in args.targets],

@@ -36,7 +36,12 @@ from .path import (
     validate_lambdas,
 )
 from .pipeline import DilationPathPipeline, DilationPathPipelineOutput
-from .scheduler import DilationPathDivergenceError, DilationPathScheduler, DilationPathSchedulerOutput
+from .scheduler import (
+    REWEIGHTING_INITIAL_STEP_SIZE,
+    DilationPathDivergenceError,
+    DilationPathScheduler,
+    DilationPathSchedulerOutput,
+)
 from .standard_targets import STANDARD_TARGETS, UNEQUAL_WEIGHT_MIXTURES, make_standard_target
 from .targets import GaussianMixture, ManyWell, NealsFunnel, Rings
 from .tempering import annealed_importance_sampling, parallel_tempering, sequential_monte_carlo
@@ -54,6 +59,7 @@ __all__ = [
     "ModeReweighting",
     "NealsFunnel",
     "NonFiniteTargetError",
+    "REWEIGHTING_INITIAL_STEP_SIZE",
     "Rings",
     "STANDARD_TARGETS",
     "SamplerOutput",

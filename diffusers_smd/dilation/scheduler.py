@@ -21,10 +21,23 @@ from .path import (
     validate_lambdas,
 )
 
-__all__ = ["DilationPathDivergenceError", "DilationPathScheduler", "DilationPathSchedulerOutput"]
+__all__ = [
+    "REWEIGHTING_INITIAL_STEP_SIZE",
+    "DilationPathDivergenceError",
+    "DilationPathScheduler",
+    "DilationPathSchedulerOutput",
+]
 
 ADAPTATIONS = ("curvature", "none")
 STEP_SIZE_SCHEDULES = ("temperature", "geometric")
+
+#: ``initial_step_size`` for a path whose particles the mode-weight extension reweights
+#: (``DilationPathPipeline(..., reweight_modes=True)``): ``T_0 = 1 / (1 - s / 2) = 4000`` instead of 50. The
+#: extension corrects the modes' masses, so its path only has to visit every mode; a start that hot spreads
+#: the particles about ``sqrt(T_0)`` mode widths from the origin before they cool, and reaches modes the
+#: default start cannot (MoG-40 in 50-D: 38 to 39 of 40 modes instead of 1). The plain path keeps 1.96: its
+#: masses are frozen from the cooling, which a hotter start shortens (measured in ``docs/dilation.md``).
+REWEIGHTING_INITIAL_STEP_SIZE = 1.9995
 
 
 class DilationPathDivergenceError(FloatingPointError):
@@ -76,7 +89,9 @@ class DilationPathScheduler(SchedulerMixin, ConfigMixin):
       ``T_0 = 1 / (1 - initial_step_size / 2)`` at ``lambda_min`` (50 at the default 1.96) to
       ``T_1 = 1 / (1 - step_size / 2)`` at ``lambda = 1`` (4/3 at 0.5), and ``s = 2 (1 - 1 / T)``.
       ``"geometric"`` interpolates ``s`` itself geometrically instead, which cools much faster at first.
-      ``initial_step_size=None``: constant ``step_size``.
+      ``initial_step_size=None``: constant ``step_size``. With ``reweight_modes=True`` in the pipeline, use
+      :data:`REWEIGHTING_INITIAL_STEP_SIZE` (``T_0 = 4000``): the extension needs every mode visited, not
+      even masses.
 
     Why a hot start: in the rescaled coordinate ``y = x / sqrt(lambda)``, Langevin with ``h ∝ lambda`` is
     Langevin on ``pi`` itself, plus the contraction ``y -> sqrt(lambda_k / lambda_{k+1}) y`` at each level
