@@ -262,6 +262,20 @@ def etsdm_ratios_line() -> str:
     return f"50-step loop time, E-TSDM variant / parent (target <= {r['target_ratio']}): {ratios}."
 
 
+def dilation_summary() -> str:
+    """The dilation benchmark's verdict table (one row per target), rendered from its committed JSON by the
+    benchmark's own renderer; the full tables are in docs/dilation.md."""
+    from benchmarks.dilation.report import render_summary_table
+
+    results = json.loads((RESULTS / "dilation_benchmark.json").read_text())
+    s = results["settings"]
+    return (
+        f"{s['budget']} target evaluations per sample for every method, {s['num_samples']} samples, mean ± 95 % "
+        f"interval over {s['num_seeds']} seeds, lower is better, best in bold; SMC, AIS and PT are given the "
+        "target's true scale.\n\n" + render_summary_table(results)
+    )
+
+
 def benchmarks_summary() -> str:
     """One row per benchmark: what it compares and its headline figure, from the results JSON."""
     step = json.loads((RESULTS / "train_step.json").read_text())
@@ -315,6 +329,7 @@ GENERATED: dict[str, tuple[pathlib.Path, Callable[[], str]]] = {
     "smd-forward": (DOCS / "benchmarks.md", smd_forward_figures),
     "etsdm-overhead": (DOCS / "benchmarks.md", etsdm_overhead_figures),
     "etsdm-ratios": (README, etsdm_ratios_line),
+    "dilation-summary": (README, dilation_summary),
 }
 
 

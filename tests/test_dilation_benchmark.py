@@ -138,6 +138,7 @@ def test_summary_table_names_the_best_method_and_both_dilation_variants():
         "settings": {"methods": methods},
         "targets": {
             "toy": {
+                "kind": "mixture",
                 "summary": {
                     "entropic_w2": {
                         "ULA": stat(9.0),
@@ -145,9 +146,9 @@ def test_summary_table_names_the_best_method_and_both_dilation_variants():
                         "dilation (plain)": stat(7.0),
                         "dilation + reweighting": stat(3.0),
                     }
-                }
+                },
             }
         },
     }
     lines = report.render_summary_table(results).splitlines()
-    assert lines[2] == "| toy | dilation + reweighting | 3.00 | 7.00 | PT: 4.00 |"
+    assert lines[2] == "| toy | entropic W2 | dilation + reweighting | **3.00** | 7.00 | PT: 4.00 |"

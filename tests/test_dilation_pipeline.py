@@ -1,16 +1,20 @@
 """DilationPathPipeline: the two-mode acceptance case, target kinds, dtypes, budget, bad input; baselines."""
 
+import math
+
 import pytest
 import torch
 from diffusers import DiffusionPipeline
 
 from diffusers_smd.dilation import (
+    REWEIGHTING_INITIAL_STEP_SIZE,
     DilationPathDivergenceError,
     DilationPathPipeline,
     DilationPathScheduler,
     GaussianMixture,
     annealed_geometric_langevin,
     importance_resample,
+    make_standard_target,
     mala,
     ula,
 )
@@ -212,6 +216,30 @@ def test_a_mode_found_by_few_particles_in_high_dimension_gets_its_full_mass():
     order = rw.cluster_means[:, 0].argsort()
     torch.testing.assert_close(rw.cluster_means[order][1], means[1])
     torch.testing.assert_close(rw.cluster_weights[order], target.weights, atol=0.04, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("initial_step_size", "modes_found"), [(None, (1, 1)), (REWEIGHTING_INITIAL_STEP_SIZE, (30, 40))]
+)
+def test_extension_log_Z_is_the_mass_of_the_modes_found_and_the_hot_start_finds_far_modes(
+    initial_step_size, modes_found
+):
+    """MoG-40 in 50-D (equal weights, modes ~165 from the origin): the default start (T_0 = 50) ends in one
+    mode, the extension's hot start (T_0 = 4000) in most; either way ``log Z_hat`` is the log of the mass of
+    the modes found, ``log(found / 40)`` (true log Z = 0)."""
+    target = make_standard_target("mog40_50d")
+    config = {} if initial_step_size is None else {"initial_step_size": initial_step_size}
+    out = _pipe(**config)(
+        target,
+        num_samples=300,
+        num_inference_steps=97,
+        generator=torch.Generator().manual_seed(0),
+        reweight_modes=True,
+        metropolis_steps=20,
+    )
+    found = int((target.mode_weights_of(out.samples) > 0).sum())
+    assert modes_found[0] <= found <= modes_found[1], found
+    assert out.log_Z == pytest.approx(math.log(found / 40), abs=0.05)
 
 
 def test_numpy_integers_are_accepted_wherever_integers_are():

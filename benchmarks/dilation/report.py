@@ -11,6 +11,7 @@ import math
 import re
 from pathlib import Path
 
+from .methods import DILATION
 from .scoring import METRICS
 
 __all__ = [
@@ -79,6 +80,12 @@ def _best(stats: dict, methods: list[str], metric: str) -> set[str]:
     return {m for m, v in values.items() if _fmt(v) == _fmt(best)}
 
 
+def _ranked_cell(stats: dict, method: str, metric: str, best: set[str]) -> str:
+    """``method``'s cell for ``metric``, in bold when it is among the ``best``."""
+    text = _cell(stats.get(method), metric)
+    return f"**{text}**" if method in best else text
+
+
 def render_target_table(results: dict, name: str) -> str:
     """One markdown table: a row per method (and the exact-sample floor), a column per metric, each
     column's best method in bold."""
@@ -95,8 +102,7 @@ def render_target_table(results: dict, name: str) -> str:
     for method in [*methods, EXACT]:
         cells = []
         for c in columns:
-            text = _cell(entry["summary"][c].get(method), c)
-            cells.append(f"**{text}**" if method in best[c] else text)
+            cells.append(_ranked_cell(entry["summary"][c], method, c, best[c]))
         label = f"{EXACT} (floor)" if method == EXACT else method
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -169,27 +175,29 @@ def render_acceptance(results: dict) -> str:
     return "\n".join(lines)
 
 
-def render_summary_table(results: dict, metric: str = "entropic_w2") -> str:
-    """A short verdict table (one row per target): the best method for ``metric`` and where the two
-    dilation variants stand; for the README."""
-    label = METRICS[metric][0]
+def render_summary_table(results: dict) -> str:
+    """A short verdict table for the README, one row per target: its headline metric (the first column of its
+    table: entropic W2, or sliced KS for the funnel), the best method, both dilation variants and the best
+    baseline, the best value in bold."""
     methods = results["settings"]["methods"]
     lines = [
-        f"| target | best by {label} | dilation + reweighting | dilation (plain) | best baseline |",
-        "|---|---|---|---|---|",
+        "| target | metric | best | dilation + reweighting | dilation (plain) | best baseline |",
+        "|---|---|---|---|---|---|",
     ]
     for name, entry in results["targets"].items():
-        stats = entry["summary"].get(metric)
-        if not stats:
+        metric = next((c for c in COLUMNS[entry["kind"]] if c in entry["summary"]), None)
+        if metric is None:
             continue
-        best = sorted(_best(stats, methods, metric))
-        baselines = [m for m in methods if not m.startswith("dilation") and stats.get(m)]
+        stats = entry["summary"][metric]
+        best = _best(stats, methods, metric)
+        baselines = [m for m in methods if m not in DILATION and stats.get(m)]
         higher = METRICS[metric][1]
         base = (max if higher else min)(baselines, key=lambda m: stats[m]["mean"]) if baselines else None
+
+        plain, reweighted = (_ranked_cell(stats, meth, metric, best) for meth in DILATION)
+        baseline = f"{base}: {_ranked_cell(stats, base, metric, best)}" if base else "–"
         lines.append(
-            f"| {name} | {', '.join(best)} | {_cell(stats.get('dilation + reweighting'), metric)} | "
-            f"{_cell(stats.get('dilation (plain)'), metric)} | "
-            f"{base}: {_cell(stats.get(base), metric) if base else '–'} |"
+            f"| {name} | {METRICS[metric][0]} | {', '.join(sorted(best))} | {reweighted} | {plain} | {baseline} |"
         )
     return "\n".join(lines)
 
