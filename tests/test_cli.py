@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -470,3 +471,23 @@ def test_eval_of_unusable_samples_writes_no_score(trained_pipeline, capsys):
     assert cli.main(["eval", str(trained_pipeline), "--num_images", "20", "--num_inference_steps", "50"]) == 2
     assert "at most 49" in capsys.readouterr().err
     assert (results.read_bytes() if results.exists() else None) == before
+
+
+def test_single_cpu_launch_passes_accelerates_own_thread_count_so_it_prints_no_notice(monkeypatch, caplog):
+    """accelerate's validation of our argv: no "values were not passed" warning, and the threads it would have
+    picked itself for the bare ``--cpu`` command."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    launch = argparse.Namespace(config_file=None, num_processes=None, cpu=True, main_process_port=None)
+    command, _ = launch_command(launch, [])
+    argv = command[3 : command.index("-m", 3)] + ["script.py"]
+    with caplog.at_level(logging.WARNING):
+        ours, _, _ = _validate_launch_command(launch_command_parser().parse_args(argv))
+    assert "were not passed" not in caplog.text
+    at = argv.index("--num_cpu_threads_per_process")
+    bare = argv[:at] + argv[at + 2 :]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        theirs, _, _ = _validate_launch_command(launch_command_parser().parse_args(bare))
+    assert ours.num_cpu_threads_per_process == theirs.num_cpu_threads_per_process

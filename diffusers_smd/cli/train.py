@@ -84,6 +84,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _physical_cores() -> int:
+    import psutil
+
+    return max(1, psutil.cpu_count(logical=False) or 1)
+
+
 def launch_command(
     launch: argparse.Namespace, script_argv: Sequence[str], module: str = TRAINING_MODULE
 ) -> tuple[list[str], dict]:
@@ -113,6 +119,10 @@ def launch_command(
             command += ["--num_processes", str(num_processes or 1)]
         if launch.cpu:
             command += ["--cpu"]
+            if launch.config_file is None and "OMP_NUM_THREADS" not in env:
+                # the thread count accelerate would pick (one process: the physical cores), passed so that it
+                # does not print its "values were not passed" notice for a choice we agree with
+                command += ["--num_cpu_threads_per_process", str(_physical_cores())]
     command += ["-m", module, *script_argv]
     return command, env
 
