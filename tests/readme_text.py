@@ -265,14 +265,14 @@ def etsdm_ratios_line() -> str:
 def dilation_summary() -> str:
     """The dilation benchmark's verdict table (one row per target), rendered from its committed JSON by the
     benchmark's own renderer; the full tables are in docs/dilation.md."""
-    from benchmarks.dilation.report import render_summary_table
+    from benchmarks.dilation.report import render_summary_table, render_verdict
 
     results = json.loads((RESULTS / "dilation_benchmark.json").read_text())
     s = results["settings"]
     return (
         f"{s['budget']} target evaluations per sample for every method, {s['num_samples']} samples, mean ± 95 % "
         f"interval over {s['num_seeds']} seeds, lower is better, best in bold; SMC, AIS and PT are given the "
-        "target's true scale.\n\n" + render_summary_table(results)
+        "target's true scale.\n\n" + render_summary_table(results) + "\n\n" + render_verdict(results)
     )
 
 

@@ -152,3 +152,30 @@ def test_summary_table_names_the_best_method_and_both_dilation_variants():
     }
     lines = report.render_summary_table(results).splitlines()
     assert lines[2] == "| toy | entropic W2 | dilation + reweighting | **3.00** | 7.00 | PT: 4.00 |"
+
+
+def test_verdict_names_the_wins_the_losses_and_the_plain_path_check():
+    stat = lambda mean: {"mean": mean, "ci95": None, "n": 1}  # noqa: E731
+    methods = ["ULA", "SMC", "dilation (plain)", "dilation + reweighting"]
+
+    def mixture(w2, tv):
+        return {
+            "kind": "mixture",
+            "summary": {
+                "entropic_w2": {m: stat(v) for m, v in zip(methods, w2)},
+                "mode_weight_tv": {m: stat(v) for m, v in zip(methods, tv)},
+            },
+        }
+
+    results = {
+        "settings": {"methods": methods, "unequal_weight_mixtures": ["a", "b"]},
+        "targets": {
+            "a": mixture([9.0, 4.0, 7.0, 3.0], [0.8, 0.1, 0.2, 0.01]),  # extension best; plain 0.25 of ULA's
+            "b": mixture([9.0, 2.0, 7.0, 3.0], [0.2, 0.1, 0.15, 0.01]),  # SMC best; plain 0.75 of ULA's
+        },
+    }
+    assert report.render_verdict(results) == (
+        "**Wins** (best headline metric): a (dilation + reweighting). **Loses** (best method in brackets): b (SMC). "
+        "**The plain path alone** (no reweighting) has at most half of ULA's mode-weight TV on a, but not on "
+        "b (0.75 of ULA's)."
+    )

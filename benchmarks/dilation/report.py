@@ -202,6 +202,38 @@ def render_summary_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def render_verdict(results: dict) -> str:
+    """Where the dilation path wins and where it loses, in two sentences built from the same JSON as
+    :func:`render_summary_table`: the targets whose headline metric it leads, those a baseline leads (and
+    which), and the unequal-weight mixtures on which the plain path is at most half of ULA's mode-weight TV."""
+    methods = results["settings"]["methods"]
+    wins, losses = [], []
+    for name, entry in results["targets"].items():
+        metric = next((c for c in COLUMNS[entry["kind"]] if c in entry["summary"]), None)
+        if metric is None:
+            continue
+        best = _best(entry["summary"][metric], methods, metric)
+        if best & set(DILATION):
+            wins.append(f"{name} ({', '.join(m for m in DILATION if m in best)})")
+        else:
+            losses.append(f"{name} ({', '.join(sorted(best))})")
+    checks = [a for a in acceptance(results) if "plain path" in a["item"]]
+    met = [a["item"].split(":")[0] for a in checks if a["met"]]
+    missed = [
+        f"{a['item'].split(':')[0]} ({a['values']['ratio']:.2f} of ULA's)" for a in checks if not a["met"]
+    ]
+    lines = [
+        f"**Wins** (best headline metric): {', '.join(wins) or 'none'}. "
+        f"**Loses** (best method in brackets): {', '.join(losses) or 'none'}."
+    ]
+    if checks:
+        lines.append(
+            "**The plain path alone** (no reweighting) has at most half of ULA's mode-weight TV on "
+            f"{', '.join(met) or 'none'}" + (f", but not on {', '.join(missed)}." if missed else ".")
+        )
+    return " ".join(lines)
+
+
 def replace_marked_block(text: str, block: str, begin: str = TABLES_BEGIN, end: str = TABLES_END) -> str:
     """``text`` with the content between the ``begin`` and ``end`` markers replaced by ``block``."""
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
