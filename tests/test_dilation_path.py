@@ -19,8 +19,10 @@ from diffusers_smd.dilation import (
     rescale_to_target,
     secant_curvature,
     sliced_wasserstein2,
+    typical_energy_window,
     validate_lambdas,
 )
+from diffusers_smd.dilation.path import within_energy_window
 
 
 @pytest.fixture(autouse=True)
@@ -224,3 +226,27 @@ def test_mode_weight_tv_and_sliced_wasserstein():
     assert sliced_wasserstein2(x, x) == 0.0
     with pytest.raises(ValueError, match="same shape"):
         mode_weight_tv(torch.ones(2), torch.ones(3))
+
+
+@pytest.mark.parametrize("dim", [1, 2, 10, 50])
+def test_typical_energy_window_is_the_mean_plus_k_sd_of_a_gaussian_modes_energy(dim):
+    """A Gaussian mode's own samples sit chi^2_d / 2 nats below its top (scipy's chi^2 moments)."""
+    from scipy.stats import chi2
+
+    for k in (0.0, 2.0):
+        expected = chi2(dim).mean() / 2 + k * chi2(dim).std() / 2
+        assert typical_energy_window(dim, k) == pytest.approx(expected, rel=1e-12)
+    # whatever the covariance: the energies of N(m, S) samples below the top, against the window
+    gen = torch.Generator().manual_seed(0)
+    cov = torch.diag(torch.linspace(0.01, 100.0, dim, dtype=torch.float64))
+    mode = MultivariateNormal(torch.zeros(dim, dtype=torch.float64), cov)
+    samples = torch.randn(20000, dim, generator=gen, dtype=torch.float64) * cov.diagonal().sqrt()
+    energy = mode.log_prob(torch.zeros(1, dim, dtype=torch.float64)) - mode.log_prob(samples)
+    inside = (energy < typical_energy_window(dim, 2.0)).double().mean()
+    assert float(inside) == pytest.approx(chi2(dim).cdf(2 * typical_energy_window(dim, 2.0)), abs=0.01)
+
+
+def test_within_energy_window_by_hand():
+    log_density = torch.tensor([0.0, -2.9, -3.0, -7.0])
+    assert within_energy_window(log_density, 0.0, 3.0).tolist() == [True, True, False, False]
+    assert within_energy_window(log_density, -4.0, 3.0).tolist() == [True, True, True, False]

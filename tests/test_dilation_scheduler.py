@@ -194,3 +194,87 @@ def test_the_path_stays_stable_on_quartic_wells():
     x = pipe(target, 300, 30, torch.Generator().manual_seed(0), dtype=torch.float64).samples
     assert torch.isfinite(x).all()
     assert x[:, 0::2].abs().max() < 3.5 and x[:, 1::2].abs().max() < 6.0
+
+
+def _window_scheduler(**config):
+    s = DilationPathScheduler(step_size_adaptation="none", lambda_min=1e-2, **config)
+    s.set_timesteps(11)  # geometric levels: level k sits at path fraction k / 10
+    return s
+
+
+def test_energy_window_gives_the_final_step_to_particles_near_the_best_mode_top():
+    """2-D, c = 1, so the window is d / 2 + 2 sqrt(d / 2) = 3 nats and a particle's own-mode energy is
+    |score|^2 / 2. Particles within 3 nats of the best log density AND at a mode top take the final step."""
+    s = _window_scheduler()
+    lam = float(s.lambdas[5])  # path fraction 0.5 >= energy_window_start 0.3
+    level, final = s.level_step_size(lam), s.config.step_size
+    assert level > final
+    x = torch.zeros(4, 2, dtype=torch.float64)
+    score = torch.tensor([[0.0, 0.0], [1.0, 1.0], [3.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    log_density = torch.tensor([0.0, -2.0, -1.0, -3.5], dtype=torch.float64)
+    h = s.step_sizes(x, score, lam, log_density)
+    # cold: gap 0 and own energy 0; gap 2 and own energy 1. Hot: own energy 4.5 > 3; gap 3.5 > 3
+    torch.testing.assert_close(h, lam * torch.tensor([final, final, level, level], dtype=torch.float64))
+    # the best is a running maximum: a later call whose particles all sit 5 nats lower is all hot
+    h = s.step_sizes(x, torch.zeros(4, 2, dtype=torch.float64), lam, log_density - 5.0)
+    torch.testing.assert_close(h, torch.full((4,), lam * level, dtype=torch.float64))
+
+
+def test_energy_window_is_off_before_its_start_without_a_log_density_and_when_none():
+    """In each of these cases the step sizes are those of the rule without the window."""
+    score = torch.zeros(3, 2, dtype=torch.float64)
+    log_density = torch.zeros(3, dtype=torch.float64)
+    x = torch.zeros(3, 2, dtype=torch.float64)
+    early = _window_scheduler()
+    lam = float(early.lambdas[2])  # path fraction 0.2 < 0.3
+    torch.testing.assert_close(
+        early.step_sizes(x, score, lam, log_density),
+        torch.full((3,), lam * early.level_step_size(lam), dtype=torch.float64),
+    )
+    for s, lp in ((_window_scheduler(), None), (_window_scheduler(energy_window=None), log_density)):
+        lam = float(s.lambdas[5])
+        torch.testing.assert_close(
+            s.step_sizes(x, score, lam, lp),
+            torch.full((3,), lam * s.level_step_size(lam), dtype=torch.float64),
+        )
+
+
+def test_without_the_window_the_chain_is_the_curvature_rule_alone():
+    """Differential: energy_window=None and log_density=None drive the same chain (the rule before the window),
+    and passing the log density to a windowed scheduler changes it."""
+    target = GaussianMixture(torch.tensor([[-6.0, 0.0], [6.0, 0.0]]), torch.tensor([0.2, 0.8]))
+
+    def run(scheduler, with_log_density):
+        scheduler.set_timesteps(20)
+        x = torch.zeros(64, 2, dtype=torch.float64)
+        gen = torch.Generator().manual_seed(0)
+        for t in scheduler.timesteps:
+            lp, score = target.log_prob_and_score(scheduler.scale_model_input(x, t))
+            x = scheduler.step(
+                score, t, x, generator=gen, log_density=lp if with_log_density else None
+            ).prev_sample
+        return x
+
+    off = run(DilationPathScheduler(energy_window=None), True)
+    torch.testing.assert_close(run(DilationPathScheduler(), False), off, rtol=0, atol=0)
+    assert not torch.equal(run(DilationPathScheduler(), True), off)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"energy_window": -1.0}, "energy_window"),
+        ({"energy_window": float("inf")}, "energy_window"),
+        ({"energy_window_start": 1.5}, "energy_window_start"),
+    ],
+)
+def test_bad_energy_window_is_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DilationPathScheduler(**kwargs)
+
+
+def test_step_rejects_a_log_density_of_the_wrong_shape():
+    s = DilationPathScheduler()
+    s.set_timesteps(2)
+    with pytest.raises(ValueError, match="log_density"):
+        s.step(torch.zeros(3, 2), 1.0, torch.zeros(3, 2), log_density=torch.zeros(2))

@@ -55,13 +55,15 @@ def _from_output(out) -> Run:
     )
 
 
-def dilation(target, n, budget, gen, reweight: bool) -> Run:
+def dilation(target, n, budget, gen, reweight: bool, **scheduler_config) -> Run:
     """Plain path: the scheduler's defaults, ``budget // 10`` levels of 10 steps. Extension: the hot start
     :data:`~diffusers_smd.dilation.REWEIGHTING_INITIAL_STEP_SIZE` and a shorter path, so that the path, the MALA
-    phase and the proposals fit the budget."""
+    phase and the proposals fit the budget. ``scheduler_config`` overrides the scheduler's settings (the ring
+    study's sweep)."""
     spare = METROPOLIS_STEPS + IMPORTANCE_PER_SAMPLE if reweight else 0
     levels = max(1, (budget - spare) // STEPS_PER_LEVEL)
     config = {"initial_step_size": REWEIGHTING_INITIAL_STEP_SIZE} if reweight else {}
+    config.update(scheduler_config)
     scheduler = DilationPathScheduler(langevin_steps_per_level=STEPS_PER_LEVEL, **config)
     pipe = DilationPathPipeline(scheduler)
     pipe.set_progress_bar_config(disable=True)

@@ -3,6 +3,7 @@
     python benchmarks/bench_dilation_path.py                 # full run (5 seeds), writes benchmarks/results/
     python benchmarks/bench_dilation_path.py --quick         # seconds-long smoke run
     python benchmarks/bench_dilation_path.py --write-docs    # (re)write docs/dilation.md's tables from the JSON
+    python benchmarks/bench_dilation_path.py --ring-study    # why the plain path misses half of ULA's TV on the ring
 
 Targets: :mod:`diffusers_smd.dilation.standard_targets`. Methods and the budget accounting:
 :mod:`benchmarks.dilation.methods`. Metrics: :mod:`benchmarks.dilation.scoring`. Each seed changes the samplers'
@@ -22,6 +23,7 @@ from diffusers_smd.dilation import STANDARD_TARGETS, UNEQUAL_WEIGHT_MIXTURES, ma
 from diffusers_smd.dilation.metrics import DEFAULT_ENTROPIC_REG
 
 from . import methods as m
+from . import ring_study
 from .report import (
     EXACT,
     acceptance,
@@ -172,11 +174,36 @@ def budget_curve(
     }
 
 
-def write_docs(results: dict, docs: Path = DOCS) -> None:
+def write_docs(results: dict, study: dict | None = None, docs: Path = DOCS) -> None:
     text = docs.read_text()
     text = replace_marked_block(text, render_tables(results))
     text = replace_marked_block(text, render_acceptance(results), ACCEPTANCE_BEGIN, ACCEPTANCE_END)
+    if study is not None:
+        text = replace_marked_block(text, ring_study.render(study), ring_study.BEGIN, ring_study.END)
     docs.write_text(text)
+
+
+def run_ring_study(output_dir: Path, seeds: int, quick: bool) -> dict:
+    """:mod:`benchmarks.dilation.ring_study`, written to ``dilation_ring_study.json`` (``quick_`` prefixed)."""
+    torch.set_num_threads(1)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if quick:
+        study = ring_study.run_study(
+            [0, 1],
+            n=100,
+            budget=60,
+            targets=("ring6_2d", "mog10d"),
+            settings=(ring_study.SETTINGS[0], ring_study.SETTINGS[5]),
+            crossing_temperatures=(2.0,),
+            budget_multiples=(1, 2),
+        )
+    else:
+        study = ring_study.run_study(list(range(seeds)))
+    path = output_dir / f"{'quick_' if quick else ''}{ring_study.RESULTS_NAME}"
+    path.write_text(json.dumps(study, indent=1))
+    print(ring_study.render(study))
+    print(f"\nwall clock {study['wall_clock_seconds']:.0f} s, CPU {study['cpu_seconds']:.0f} s")
+    return study
 
 
 def main(argv=None) -> dict:
@@ -199,12 +226,20 @@ def main(argv=None) -> dict:
     parser.add_argument(
         "--write-docs", action="store_true", help="rewrite docs/dilation.md's tables from the JSON and exit"
     )
+    parser.add_argument(
+        "--ring-study",
+        action="store_true",
+        help="run benchmarks/dilation/ring_study.py instead (why the plain path misses half of ULA's TV on the ring)",
+    )
     args = parser.parse_args(argv)
     if args.write_docs:
         results = json.loads((args.output_dir / RESULTS_NAME).read_text())
-        write_docs(results)
+        study_path = args.output_dir / ring_study.RESULTS_NAME
+        write_docs(results, json.loads(study_path.read_text()) if study_path.exists() else None)
         print(render_acceptance(results))
         return results
+    if args.ring_study:
+        return run_ring_study(args.output_dir, args.seeds, args.quick)
     if args.quick:
         args.seeds, args.num_samples, args.budget = 2, 100, 60
         args.targets = ["ring6_2d"]
@@ -229,6 +264,8 @@ def main(argv=None) -> dict:
             "methods": args.methods,
             "entropic_reg": DEFAULT_ENTROPIC_REG,
             "steps_per_level": m.STEPS_PER_LEVEL,
+            "plain_energy_window": m.DilationPathScheduler().config.energy_window,
+            "plain_energy_window_start": m.DilationPathScheduler().config.energy_window_start,
             "extension_initial_step_size": m.REWEIGHTING_INITIAL_STEP_SIZE,
             "extension_metropolis_steps": m.METROPOLIS_STEPS,
             "extension_importance_per_sample": m.IMPORTANCE_PER_SAMPLE,

@@ -33,6 +33,7 @@ from .path import (
     langevin_step,
     rescale_to_target,
     secant_curvature,
+    typical_energy_window,
     validate_lambdas,
 )
 from .pipeline import DilationPathPipeline, DilationPathPipelineOutput
@@ -84,6 +85,7 @@ __all__ = [
     "parallel_tempering",
     "rescale_to_target",
     "secant_curvature",
+    "typical_energy_window",
     "sequential_monte_carlo",
     "sliced_ks_distance",
     "sliced_wasserstein2",

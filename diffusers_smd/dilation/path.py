@@ -24,7 +24,9 @@ __all__ = [
     "langevin_step",
     "rescale_to_target",
     "secant_curvature",
+    "typical_energy_window",
     "validate_lambdas",
+    "within_energy_window",
 ]
 
 SCHEDULE_SHAPES = ("geometric", "linear", "quadratic")
@@ -63,6 +65,20 @@ def langevin_step(
     if h.ndim == 1:
         h = h.reshape(-1, *([1] * (sample.ndim - 1)))
     return sample + h * score + (2.0 * h).sqrt() * noise
+
+
+def typical_energy_window(dim: int, sigmas: float) -> float:
+    """``d / 2 + k sqrt(d / 2)``: the mean plus ``k`` standard deviations of the energy ``log pi(m) - log pi(x)``
+    of a Gaussian mode's own samples ``x`` below its top ``m``. That energy is ``chi^2_d / 2`` (mean ``d / 2``,
+    variance ``d / 2``) whatever the mode's covariance, so the window is in nats and needs no scale."""
+    return 0.5 * dim + sigmas * math.sqrt(0.5 * dim)
+
+
+def within_energy_window(
+    log_density: torch.Tensor, best_log_density: torch.Tensor | float, window: float
+) -> torch.Tensor:
+    """Rows whose log density is within ``window`` nats of the best: ``best - log pi(y) < window``."""
+    return (best_log_density - log_density) < window
 
 
 def validate_lambdas(lambdas: Sequence[float] | torch.Tensor) -> torch.Tensor:

@@ -145,7 +145,8 @@ class DilationPathPipeline(DiffusionPipeline):
                         "-inf. Lower step_size or max_step_size, or check the target's support."
                     ) from err
                 raise
-            out = scheduler.step(score, t, x, generator=generator)
+            # the energy window corrects the plain path's masses; the extension corrects them by reweighting
+            out = scheduler.step(score, t, x, generator=generator, log_density=None if reweight_modes else lp)
             x = out.prev_sample
             step_sizes.append(out.step_size.median())
 
