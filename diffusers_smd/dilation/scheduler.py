@@ -318,7 +318,10 @@ class DilationPathScheduler(SchedulerMixin, ConfigMixin):
                 target_score = torch.where(back, self._curvature.score, target_score)
                 if log_density is not None and self._log_density is not None:
                     log_density = torch.where(unstable, self._log_density, log_density)
-        s = torch.full((sample.shape[0],), base, dtype=sample.dtype)
+        if c is None:
+            h_target = torch.full((sample.shape[0],), base, dtype=sample.dtype)
+        else:
+            h_target = (base / c).clamp_max(cfg.max_step_size)
         if (
             cfg.energy_window is not None
             and log_density is not None
@@ -329,12 +332,14 @@ class DilationPathScheduler(SchedulerMixin, ConfigMixin):
             best = top if self._best_log_density is None else torch.maximum(self._best_log_density, top)
             self._best_log_density = best
             window = typical_energy_window(sample[0].numel(), cfg.energy_window)
-            cold = within_energy_window(log_density, best, window)
-            curvature = torch.ones_like(s) if c is None else c
-            own = (target_score.flatten(1) ** 2).sum(1) / (2 * curvature)
-            cold = cold & (own < window)
-            s = torch.where(cold, min(base, cfg.step_size), s)
-        h_target = s if cfg.step_size_adaptation == "none" else (s / c).clamp_max(cfg.max_step_size)
+            curvature = torch.ones_like(h_target) if c is None else c
+            own_energy = (target_score.flatten(1) ** 2).sum(1) / (2 * curvature)
+            cold = within_energy_window(log_density, best, window) & (own_energy < window)
+            final = min(base, cfg.step_size)
+            cold_step = (
+                torch.full_like(h_target, final) if c is None else (final / c).clamp_max(cfg.max_step_size)
+            )
+            h_target = torch.where(cold, cold_step, h_target)
         self._last_step = h_target
         return sample, target_score, lam * h_target
 
