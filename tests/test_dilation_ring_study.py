@@ -83,6 +83,8 @@ def test_quick_study_reproduces_the_main_benchmark_and_is_written(quick):
         assert row["met_everywhere"] == all(
             row[t]["ratio_to_ula"] <= 0.5 for t in study["settings"]["targets"]
         )
+    assert [r["setting"] for r in study["start_check"]] == ["defaults", "energy_window_start=0"]
+    assert all(0 < r["modes_found"]["mean"] <= 40 for r in study["start_check"])
     half = study["ula"]["ring6_2d"]["mean"] / 2
     assert ring_study.tempered_tv(torch.arange(1, 7.0) / 21, study["freeze_temperature_for_half_ula"]) == (
         pytest.approx(half)

@@ -34,6 +34,7 @@ from diffusers_smd.dilation import (
     REWEIGHTING_INITIAL_STEP_SIZE,
     UNEQUAL_WEIGHT_MIXTURES,
     DilationPathScheduler,
+    count_modes_found,
     make_standard_target,
     mode_weight_tv,
 )
@@ -74,6 +75,13 @@ SETTINGS = (
     ("energy_window=None, step_size_schedule=geometric", {**NO_WINDOW, "step_size_schedule": "geometric"}),
     ("energy_window=None, max_step_size=1", {**NO_WINDOW, "max_step_size": 1.0}),
     ("energy_window=None, max_step_size=20", {**NO_WINDOW, "max_step_size": 20.0}),
+)
+# why the window starts at 30 % of the path: the equal-weight MoG-40 2-D, whose modes are far from the origin
+START_TARGET = "mog40_2d"
+START_SETTINGS = (
+    ("defaults", {}),
+    ("energy_window_start=0", {"energy_window_start": 0.0}),
+    ("energy_window=None", NO_WINDOW),
 )
 # the runs at several budgets on the ring: (label, method), each ``(target, n, budget, generator) -> Run``
 BUDGET_RUNS = (
@@ -158,6 +166,7 @@ def run_study(
     settings: tuple = SETTINGS,
     crossing_temperatures: tuple[float, ...] = CROSSING_TEMPERATURES,
     budget_multiples: tuple[int, ...] = BUDGET_MULTIPLES,
+    start_settings: tuple = START_SETTINGS,
     log=print,
 ) -> dict:
     """All four measurements; every mean comes with its 95 % Student-t interval over ``seeds``."""
@@ -200,6 +209,21 @@ def run_study(
         )
     log("ring study: crossings done")
 
+    start_check = []
+    far = make_standard_target(START_TARGET)
+    for label, overrides in start_settings:
+        runs = [m.dilation(far, n, budget, gen(s), False, **overrides) for s in seeds]
+        weights = [far.mode_weights_of(r.samples) for r in runs]
+        start_check.append(
+            {
+                "setting": label,
+                "overrides": overrides,
+                "mode_weight_tv": mean_ci([mode_weight_tv(w, far.weights) for w in weights]),
+                "modes_found": mean_ci([count_modes_found(w) for w in weights]),
+            }
+        )
+    log(f"ring study: {START_TARGET} start check done")
+
     budgets = []
     for multiple in budget_multiples:
         row = {"multiple": multiple, "budget": multiple * budget}
@@ -227,6 +251,7 @@ def run_study(
         "crossings": crossings,
         "sweep": sweep,
         "budgets": budgets,
+        "start_check": start_check,
         "wall_clock_seconds": time.perf_counter() - t0,
         "cpu_seconds": time.process_time() - cpu0,
     }
@@ -297,4 +322,14 @@ def render(study: dict) -> str:
     for row in study["budgets"]:
         cells = " | ".join(_stat(row[label]) for label in labels)
         lines.append(f"| {row['multiple']} x ({row['budget']}) | {cells} | {row['ratio']:.2f} |")
+    if study.get("start_check"):
+        lines += [
+            "",
+            f"| {START_TARGET}, plain path | mode-weight TV | modes found (of 40) |",
+            "|---|---|---|",
+        ]
+        for row in study["start_check"]:
+            lines.append(
+                f"| `{row['setting']}` | {_stat(row['mode_weight_tv'])} | {_stat(row['modes_found'], 1)} |"
+            )
     return "\n".join(lines)

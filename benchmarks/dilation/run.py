@@ -196,6 +196,7 @@ def run_ring_study(output_dir: Path, seeds: int, quick: bool) -> dict:
             settings=(ring_study.SETTINGS[0], ring_study.SETTINGS[5]),
             crossing_temperatures=(2.0,),
             budget_multiples=(1, 2),
+            start_settings=ring_study.START_SETTINGS[:2],
         )
     else:
         study = ring_study.run_study(list(range(seeds)))
