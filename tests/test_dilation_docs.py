@@ -17,9 +17,12 @@ def test_quick_start_runs_and_its_comments_hold():
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(block, str(DOCS), "exec"), namespace)  # noqa: S102 - our own documentation
     target, pipe = namespace["target"], namespace["pipe"]
-    plain = pipe(target, num_samples=1000, num_inference_steps=20, generator=torch.Generator().manual_seed(0))
+    plain_pipe = namespace["DilationPathPipeline"](namespace["DilationPathScheduler"]())
+    plain = plain_pipe(
+        target, num_inference_steps=20, num_samples=1000, generator=torch.Generator().manual_seed(0)
+    )
     found = target.mode_weights_of(plain.samples)
-    assert (found > 0.05).all() and 0.2 < float(found[0]) < 0.5  # both modes, masses tilted towards equal
+    assert 0.2 < float(found[0]) < 0.35  # both modes, masses near (0.2, 0.8): 0.28 / 0.72 as the comment says
     out = pipe(
         target,
         num_samples=1000,
