@@ -256,6 +256,7 @@ def main(argv=None) -> dict:
         print(msg, flush=True)
 
     t0, cpu0 = time.perf_counter(), time.process_time()
+    plain_config = m.DilationPathScheduler().config
     results = {
         "settings": {
             "budget": args.budget,
@@ -265,8 +266,8 @@ def main(argv=None) -> dict:
             "methods": args.methods,
             "entropic_reg": DEFAULT_ENTROPIC_REG,
             "steps_per_level": m.STEPS_PER_LEVEL,
-            "plain_energy_window": m.DilationPathScheduler().config.energy_window,
-            "plain_energy_window_start": m.DilationPathScheduler().config.energy_window_start,
+            "plain_energy_window": plain_config.energy_window,
+            "plain_energy_window_start": plain_config.energy_window_start,
             "extension_initial_step_size": m.REWEIGHTING_INITIAL_STEP_SIZE,
             "extension_metropolis_steps": m.METROPOLIS_STEPS,
             "extension_importance_per_sample": m.IMPORTANCE_PER_SAMPLE,

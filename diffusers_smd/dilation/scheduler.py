@@ -121,8 +121,8 @@ class DilationPathScheduler(SchedulerMixin, ConfigMixin):
     mean plus ``k`` standard deviations of a Gaussian mode's own energy below its top (``chi^2_d / 2`` nats
     whatever its covariance; :func:`~diffusers_smd.dilation.path.typical_energy_window`). The second
     condition (on a quadratic mode, ``|grad log pi|^2 / (2 c)`` is the particle's energy below its own
-    mode's top) keeps particles that are not yet at a mode hot, including the first steps, when every particle is at the origin. Every other
-    particle keeps the level's annealed step. Inside the window the chain samples ``pi`` itself; a particle
+    mode's top) keeps particles that are not yet at a mode hot, including the first steps, when every
+    particle is at the origin. Every other particle keeps the level's annealed step. Inside the window the chain samples ``pi`` itself; a particle
     leaves it only by climbing ``W`` nats above the best mode's top. From a lighter mode, whose top lies
     ``log(w_max / w_i)`` nats lower, that climb is shorter, so its particles escape more often, and in 2-D
     a mode's residence time grows like ``exp(W - log(w_max / w_i)) ∝ w_i``. Particles that escape move
@@ -319,10 +319,14 @@ class DilationPathScheduler(SchedulerMixin, ConfigMixin):
                 target_score = torch.where(back, self._curvature.score, target_score)
                 if log_density is not None and self._log_density is not None:
                     log_density = torch.where(unstable, self._log_density, log_density)
-        if c is None:
-            h_target = torch.full((sample.shape[0],), base, dtype=sample.dtype)
-        else:
-            h_target = (base / c).clamp_max(cfg.max_step_size)
+
+        def target_step(dimensionless: float) -> torch.Tensor:
+            """``h / lambda`` for the dimensionless step: ``min(s / c, max_step_size)``, or ``s`` without ``c``."""
+            if c is None:
+                return torch.full((sample.shape[0],), dimensionless, dtype=sample.dtype)
+            return (dimensionless / c).clamp_max(cfg.max_step_size)
+
+        h_target = target_step(base)
         if (
             cfg.energy_window is not None
             and log_density is not None
@@ -336,11 +340,7 @@ class DilationPathScheduler(SchedulerMixin, ConfigMixin):
             curvature = torch.ones_like(h_target) if c is None else c
             own_energy = (target_score.flatten(1) ** 2).sum(1) / (2 * curvature)
             cold = within_energy_window(log_density, best, window) & (own_energy < window)
-            final = min(base, cfg.step_size)
-            cold_step = (
-                torch.full_like(h_target, final) if c is None else (final / c).clamp_max(cfg.max_step_size)
-            )
-            h_target = torch.where(cold, cold_step, h_target)
+            h_target = torch.where(cold, target_step(min(base, cfg.step_size)), h_target)
         self._last_step = h_target
         return sample, target_score, lam * h_target
 
